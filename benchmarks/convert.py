@@ -1,0 +1,149 @@
+"""Benchmark `convert_cohort`: throughput vs decode-only, scaling, peak RSS, stored/DICOM bytes, chunking.
+
+Usage: .venv/bin/python benchmarks/convert.py [--seconds 10] [--patients 4] [--rss] [--chunks]
+
+Prints ratios (ours vs the reference path on the same files, same machine); never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ceusflow.conventions import CLINICAL_COLUMNS
+from ceusflow.convert import convert_cohort
+from ceusflow.io.header import open_clip
+from ceusflow.io.pixels import decode_block
+from ceusflow.io.synthetic import speckle, write_cine_dicom
+
+ROWS, COLS, FPS = 480, 640, 25.0
+
+
+def make_cohort(root: Path, *, patients: int, seconds: float, encoding: str) -> Path:
+    frames = speckle(int(seconds * FPS), ROWS, COLS, seed=1)
+    for i in range(patients):
+        folder = root / "dicom" / f"p{i}"
+        folder.mkdir(parents=True)
+        write_cine_dicom(folder / "clip.dcm", frames, encoding=encoding, fps=FPS, patient_id=f"B{i:04d}")
+    row = ",RFA,10,1,50,M,HBV,1,0,1,1,1,1,1,1,1,1,0,0,1"
+    (root / "clinical.csv").write_text(",".join(CLINICAL_COLUMNS) + "\n"
+                                       + "\n".join(f"B{i:04d}{row}" for i in range(patients)) + "\n")
+    return root
+
+
+def decode_only(cohort: Path) -> tuple[float, int, int]:
+    start, frames, size = time.perf_counter(), 0, 0
+    for path in sorted((cohort / "dicom").rglob("*.dcm")):
+        clip = open_clip(path)
+        for block in range(0, len(clip.ranges), 128):
+            frames += len(decode_block(clip.ranges[block:block + 128], spec=clip.spec))
+        size += path.stat().st_size
+    return time.perf_counter() - start, frames, size
+
+
+def timed_convert(cohort: Path, store: Path, **kwargs) -> tuple[float, object]:
+    start = time.perf_counter()
+    report = convert_cohort(cohort, store, progress=False, secret=store.parent / "secret", **kwargs)
+    return time.perf_counter() - start, report
+
+
+def throughput(tmp: Path, patients: int, seconds: float) -> None:
+    for encoding in ("jpeg", "native", "rle"):
+        cohort = make_cohort(tmp / f"c-{encoding}", patients=patients, seconds=seconds, encoding=encoding)
+        t_dec, frames, size = decode_only(cohort)
+        t1, rep1 = timed_convert(cohort, tmp / f"s1-{encoding}.zarr")
+        t2, _ = timed_convert(cohort, tmp / f"s2-{encoding}.zarr", workers=2)
+        t1p, _ = timed_convert(cohort, tmp / f"s1p-{encoding}.zarr", workers=1)
+        print(json.dumps({
+            "format": encoding, "frames": frames, "dicom_MB": round(size / 1e6, 1),
+            "decode_only_fps": round(frames / t_dec), "convert_fps": round(frames / t1),
+            "convert_vs_decode_only": round(t_dec / t1, 2),
+            "convert_MB_s_per_core_dicom": round(size / t1 / 1e6, 1),
+            "convert_MB_s_per_core_pixels": round(frames * ROWS * COLS / t1 / 1e6, 1),
+            "workers2_vs_workers1": round(t1p / t2, 2),
+            "stored_vs_dicom_bytes": round(rep1.bytes_out / size, 3),
+            "stored_vs_raw_pixels": round(rep1.bytes_out / (frames * ROWS * COLS), 3),
+        }))
+
+
+RSS_CHILD = """
+import resource, sys
+from ceusflow.convert import convert_cohort
+convert_cohort(sys.argv[1], sys.argv[2], progress=False, secret=sys.argv[3])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss(tmp: Path) -> None:
+    for seconds in (30.0, 180.0):
+        cohort = make_cohort(tmp / f"rss-{seconds:.0f}", patients=1, seconds=seconds, encoding="jpeg")
+        out = subprocess.run([sys.executable, "-c", RSS_CHILD, str(cohort), str(tmp / f"rss-{seconds:.0f}.zarr"),
+                              str(tmp / "secret")], capture_output=True, text=True, check=True)
+        print(json.dumps({"cine_s": seconds, "frames": int(seconds * FPS),
+                          "peak_rss_MiB": round(int(out.stdout.split()[-1]) / 1024)}))
+
+
+def chunking(tmp: Path) -> None:
+    """Every 10th frame, a 256x256 ROI: bytes fetched and time, for a few chunk layouts."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    data = speckle(500, ROWS, COLS, seed=2)
+    codec = BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")
+    layouts = {"1 frame/chunk, 128-frame shards": ((1, ROWS, COLS), (128, ROWS, COLS)),
+               "1x256x256 chunks, 128x480x640 shards": ((1, 256, 256), (128, 512, 768)),
+               "10 frames/chunk, no shards": ((10, ROWS, COLS), None),
+               "1 frame/chunk, no shards": ((1, ROWS, COLS), None)}
+    for name, (chunks, shards) in layouts.items():
+        path = tmp / f"chunk-{len(list(tmp.glob('chunk-*')))}.zarr"
+        start = time.perf_counter()
+        array = zarr.create_array(path, shape=data.shape, dtype="uint8", chunks=chunks, shards=shards,
+                                  compressors=[codec])
+        array[...] = data
+        t_write = time.perf_counter() - start
+        start = time.perf_counter()
+        roi = array[::10, 100:356, 200:456]
+        t_read = time.perf_counter() - start
+        files = [p for p in path.rglob("*") if p.is_file()]
+        stored = sum(p.stat().st_size for p in files)
+        touched = _bytes_touched(chunks, data.shape, stored)
+        print(json.dumps({"layout": name, "write_MB_s": round(data.nbytes / t_write / 1e6),
+                          "files": len(files), "ratio": round(data.nbytes / stored, 2),
+                          "roi_read_ms": round(t_read * 1e3, 1),
+                          "read_amplification": round(touched / roi.nbytes, 1)}))
+
+
+def _bytes_touched(chunks: tuple[int, ...], shape: tuple[int, ...], stored: int) -> float:
+    per_chunk = stored / np.prod([-(-s // c) for s, c in zip(shape, chunks, strict=True)])
+    t = len({f // chunks[0] for f in range(0, shape[0], 10)})
+    y = len({r // chunks[1] for r in range(100, 356)})
+    x = len({c // chunks[2] for c in range(200, 456)})
+    return per_chunk * t * y * x
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--patients", type=int, default=4)
+    parser.add_argument("--rss", action="store_true", help="also the 30 s vs 180 s peak-RSS run")
+    parser.add_argument("--chunks", action="store_true", help="also the chunk-layout measurement")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        throughput(Path(tmp), args.patients, args.seconds)
+        if args.rss:
+            peak_rss(Path(tmp))
+        if args.chunks:
+            chunking(Path(tmp))
+    print(json.dumps({"self_peak_rss_MiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+
+
+if __name__ == "__main__":
+    main()

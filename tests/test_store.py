@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import stat
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from ceusflow.conventions import CLINICAL_COLUMNS
+from ceusflow.errors import InputError, StoreError
+from ceusflow.io import pseudonyms
+from ceusflow.io.clinical import read_clinical
+from ceusflow.store import (
+    PATIENTS,
+    create_store,
+    finalize,
+    finished_patients,
+    open_store,
+    staging_dir,
+    write_patient,
+    write_table,
+)
+
+
+def _cine(n=10, rows=16, cols=20, seed=0):
+    data = np.random.default_rng(seed).integers(0, 255, (n, rows, cols), dtype=np.uint8)
+    return xr.DataArray(
+        da.from_array(data, chunks=(4, rows, cols)), dims=("time", "y", "x"), name="intensity",
+        coords={"time": ("time", np.arange(n) * 0.1, {"units": "s"}), "y": np.arange(rows) * 0.2,
+                "x": np.arange(cols) * 0.2, "clip": ("time", np.zeros(n, int)), "frame": ("time", np.arange(n))},
+        attrs={"spacing_mm": [0.2, 0.2], "flags": [], "timing_source": ["frame_time"]},
+    ), data
+
+
+def test_write_open_round_trip_with_frame_chunks_and_shards(tmp_path):
+    store = create_store(tmp_path / "s.zarr")
+    cine, data = _cine()
+    written = write_patient(store, "Pabc", cine, shard_frames=4)
+    assert written > 0 and finished_patients(store) == {"Pabc"}
+    finalize(store, {"n_patients": 1})
+    tree = open_store(store)
+    out = tree["patients/Pabc"].intensity
+    np.testing.assert_array_equal(out.values, data)
+    assert out.attrs["spacing_mm"] == [0.2, 0.2] and tree.attrs["n_patients"] == 1
+    array = zarr.open_array(store / PATIENTS / "Pabc" / "intensity", mode="r")
+    assert array.chunks == (1, 16, 20) and array.shards == (4, 16, 20)
+    assert tree["patients/Pabc"].time.attrs["units"] == "s"
+    assert not staging_dir(store).exists()
+
+
+def test_a_half_written_patient_is_not_finished(tmp_path):
+    store = create_store(tmp_path / "s.zarr")
+    partial = staging_dir(store) / "Pxyz.123"
+    partial.mkdir(parents=True)
+    (partial / "zarr.json").write_text("{}")
+    assert finished_patients(store) == set()
+    create_store(store)  # a rerun clears the staging area
+    assert not partial.exists()
+
+
+def test_second_writer_of_a_patient_does_not_corrupt_the_first(tmp_path):
+    store = create_store(tmp_path / "s.zarr")
+    cine, data = _cine()
+    write_patient(store, "Pabc", cine, shard_frames=4)
+    write_patient(store, "Pabc", _cine(seed=1)[0], shard_frames=4)
+    np.testing.assert_array_equal(xr.open_zarr(store / PATIENTS / "Pabc", consolidated=False).intensity.values, data)
+
+
+def test_tables_and_errors(tmp_path):
+    store = create_store(tmp_path / "s.zarr")
+    table = xr.Dataset({"age": ("patient", [50.0, 60.0])}, coords={"patient": np.array(["Pa", "Pb"], object)})
+    write_table(store, "clinical", table)
+    finalize(store, {})
+    assert open_store(store)["clinical"].age.values.tolist() == [50.0, 60.0]
+    with pytest.raises(StoreError, match="no Zarr store"):
+        open_store(tmp_path / "missing.zarr")
+    zarr.open_group(tmp_path / "other.zarr", mode="w").attrs["layout"] = "something else"
+    with pytest.raises(StoreError, match="not a ceusflow cohort store"):
+        open_store(tmp_path / "other.zarr")
+
+
+def test_secret_and_mapping_are_owner_only_and_keys_are_stable(tmp_path):
+    secret = pseudonyms.load_secret(tmp_path / "keys" / "secret")
+    assert stat.S_IMODE((tmp_path / "keys" / "secret").stat().st_mode) == 0o600
+    assert pseudonyms.load_secret(tmp_path / "keys" / "secret") == secret
+    key = pseudonyms.pseudonym("H123", secret)
+    assert key == pseudonyms.pseudonym(" H123 ", secret) != pseudonyms.pseudonym("H123", b"other")
+    assert key.startswith("P") and len(key) == 17 and "H123" not in key
+    pseudonyms.keys_for(["H123"], secret)
+    mapping = pseudonyms.write_mapping(tmp_path / "map.csv", [key])
+    assert stat.S_IMODE(mapping.stat().st_mode) == 0o600
+    assert mapping.read_text().splitlines() == ["pseudonym,patient_id", f"{key},H123"]
+    (tmp_path / "keys" / "secret").chmod(0o644)
+    with pytest.raises(InputError, match="readable by others"):
+        pseudonyms.load_secret(tmp_path / "keys" / "secret")
+
+
+def test_clinical_problems_are_one_line_each_and_name_rows(tmp_path):
+    header = ",".join(CLINICAL_COLUMNS)
+    row = "{pid},RFA,12.5,1,{age},M,HBV,1,0,20,30,10,12,40,5,150,2.1,0,1,1"
+    lines = [header, row.format(pid="A1", age=50), row.format(pid="A1", age=50),
+             row.format(pid="B2", age="old"), row.format(pid="C3", age=60), row.format(pid="C3", age=61)]
+    (tmp_path / "clinical.csv").write_text("\n".join(lines) + "\n")
+    ds, problems = read_clinical(tmp_path / "clinical.csv", b"s")
+    assert problems == [("clinical.csv:3", "duplicated row; the first copy is kept"),
+                        ("clinical.csv:5", "conflicting rows for one patient; the patient's clinical data dropped"),
+                        ("clinical.csv:6", "conflicting rows for one patient; the patient's clinical data dropped"),
+                        ("clinical.csv:4", "non-numeric age; set to missing")]
+    assert ds.sizes["patient"] == 2 and np.isnan(ds.age.values).sum() == 1
+    assert "A1" not in repr(ds) and "B2" not in repr(ds)
