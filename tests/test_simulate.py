@@ -133,7 +133,8 @@ def test_cohort_marginals_close_to_table1() -> None:
 
 def _tic_features(row: pd.Series, index: int, rng: np.random.Generator) -> tuple[float, float]:
     """Handcrafted TIC features from the pixels inside the true tumour and in far parenchyma."""
-    scene = make_scene(row, rng, image_size=(96, 120), fps=1.0, duration_s=180.0, index=15 * index)  # continuous, single panel
+    # index 15k: a continuous exam on a single panel
+    scene = make_scene(row, rng, image_size=(96, 120), fps=1.0, duration_s=180.0, index=15 * index)
     frames = np.concatenate(list(render_clip(scene, 0, rng))).astype(float)
     t = frame_times(scene, 0)
     maps = tissue_maps(scene, displacement_mm(scene, t, 0))

@@ -23,8 +23,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels.encoders import RLELosslessEncoder
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    JPEGBaseline8Bit,
     ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
     RLELossless,
     UltrasoundMultiFrameImageStorage,
     generate_uid,
