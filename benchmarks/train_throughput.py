@@ -1,0 +1,81 @@
+"""Training throughput (patients/s) of both profiles at paper-scale input, memory vs Zarr store.
+
+One run prints, per profile: forward+backward+AdamW patients/s from tensors already in memory
+(cached ``CineBatches``) and from a Zarr store read lazily one patient at a time, their ratio,
+and the extrapolated wall time to train both treatment models on 419 patients (2:1 split, so
+~280 training patients per epoch in total, inner validation included) for ``--epochs`` epochs.
+
+Run: ``.venv/bin/python benchmarks/train_throughput.py [--patients 32] [--epochs 30]``.
+Input: 3 phases x 150 frames (2 fps, padded; AP 90, PP 150, VP 120 valid) x 64 x 64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ceusflow.model import CineBatches, CoxCNN, TrainConfig, profile
+from ceusflow.model._synthetic import synthetic_roi
+from ceusflow.model.train import _train_epoch
+
+VALID = {0: 90, 1: 150, 2: 120}  # frames per phase at 2 fps
+
+
+def _cohort(n: int) -> xr.Dataset:
+    roi = synthetic_roi(n, n_frames=150, size=64, seed=0)
+    ok = np.zeros((n, 3, 150), dtype=bool)
+    for p, k in VALID.items():
+        ok[:, p, :k] = True
+    return roi.assign(frame_ok=(("patient", "phase", "time"), ok))
+
+
+def _patients_per_s(name: str, ds: CineBatches, n: int, batch: int) -> tuple[float, float]:
+    """Patients/s by wall clock, and by process CPU time / threads (less sensitive to load)."""
+    torch.manual_seed(0)
+    model = CoxCNN(profile(name))  # type: ignore[arg-type]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    cfg = TrainConfig(batch_size=batch, device="cpu")
+    _train_epoch(model, opt, ds, torch.arange(batch), cfg, torch.device("cpu"))  # warm-up
+    start, cpu = time.perf_counter(), time.process_time()
+    _train_epoch(model, opt, ds, torch.arange(n), cfg, torch.device("cpu"))
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return n / wall, n / (cpu / torch.get_num_threads())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--patients", type=int, default=32)
+    parser.add_argument("--paper-patients", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--skip-paper", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    roi = _cohort(args.patients)
+    with tempfile.TemporaryDirectory() as tmp:
+        roi.chunk({"patient": 1}).to_zarr(Path(tmp) / "roi.zarr")
+        lazy = xr.open_zarr(Path(tmp) / "roi.zarr")
+        memory, store = CineBatches(roi, cache=True), CineBatches(lazy, cache=False)
+        print(f"torch threads: {torch.get_num_threads()}")
+        print("patients/s: wall clock [CPU time / threads]; load average", os.getloadavg()[0])
+        print(f"{'profile':>8} {'memory':>16} {'store':>16} {'store/mem':>10} "
+              f"{'both models, 419 pts':>22}")
+        runs = [("cpu", args.patients)] + ([] if args.skip_paper else [("paper", args.paper_patients)])
+        for name, n in runs:
+            mem = _patients_per_s(name, memory, n, min(args.batch, n))
+            sto = _patients_per_s(name, store, n, min(args.batch, n))
+            wall = args.epochs * (419 * 2 / 3) / mem[0]
+            print(f"{name:>8} {mem[0]:>7.2f} [{mem[1]:>6.2f}] {sto[0]:>7.2f} [{sto[1]:>6.2f}] "
+                  f"{sto[0] / mem[0]:>10.2f} {wall / 60:>17.1f} min ({args.epochs} epochs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The one seam between xarray and torch: a torch ``Dataset`` of patients from an ROI cohort.
+
+Each item is one patient: ``(intensity (phase, time, y, x) float32, frame_ok (phase, time) bool,
+duration float64, event bool)``. Dims are selected by name, phases put in the order AP, PP, VP.
+The cohort is read lazily one patient at a time (a Zarr-backed dask array computes one chunk),
+or loaded once into memory when it fits (:func:`cache_decision`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ceusflow.conventions import (
+    DURATION,
+    EVENT,
+    FRAME_OK,
+    INTENSITY,
+    PATIENT,
+    PHASE,
+    PHASES,
+    TIME,
+    X,
+    Y,
+)
+from ceusflow.errors import InputError
+
+__all__ = ["Augment", "CineBatches", "cache_decision", "check_roi", "cohort_hash", "describe_roi"]
+
+Item = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Physics-respecting augmentation of one patient's cine (all drawn per item, seeded).
+
+    Attributes
+    ----------
+    shift_px : int
+        Largest spatial shift in pixels (edges replicated): ROI boxes are drawn by hand.
+    flip_x : bool
+        Random lateral (``x``) flip. Never ``y``: depth carries attenuation and shadowing.
+    gain_sd : float
+        SD of the log of a global intensity gain (one machine gain per exam), clipped to [0, 1].
+    time_jitter_frames : int
+        Largest shift of each phase along its own time axis (vacated frames become invalid):
+        the phase boundaries are set on the injection clock to within a second.
+    """
+
+    shift_px: int = 2
+    flip_x: bool = True
+    gain_sd: float = 0.1
+    time_jitter_frames: int = 1
+
+
+def check_roi(roi: xr.Dataset, *, outcomes: bool = True) -> None:
+    """Raise :class:`InputError` unless ``roi`` follows the ROI-cohort contract.
+
+    Parameters
+    ----------
+    roi : Dataset
+        ``intensity (patient, phase, time, y, x)``, ``frame_ok (patient, phase, time)`` and,
+        when ``outcomes``, ``duration`` and ``event`` (patient).
+    outcomes : bool
+        Whether the outcome variables are required (training) or not (prediction).
+    """
+    if not isinstance(roi, xr.Dataset):
+        raise InputError("roi", f"is a {type(roi).__name__}, not an xarray Dataset",
+                         "open the ROI store with ceusflow.open_store")
+    needed = (INTENSITY, FRAME_OK) + ((DURATION, EVENT) if outcomes else ())
+    missing = [v for v in needed if v not in roi]
+    if missing:
+        raise InputError("roi", f"has no variable(s) {missing}", "run the preprocessing first")
+    if set(roi[INTENSITY].dims) != {PATIENT, PHASE, TIME, Y, X}:
+        raise InputError("intensity", f"has dims {roi[INTENSITY].dims}",
+                         "expected (patient, phase, time, y, x)")
+    phases = [str(p) for p in roi[PHASE].values]
+    if sorted(phases) != sorted(PHASES):
+        raise InputError("phase", f"coordinate is {phases}", f"expected {list(PHASES)}")
+
+
+def cache_decision(roi: xr.Dataset, *, limit_bytes: int | None = None) -> tuple[bool, str]:
+    """Decide whether the cohort's intensities are loaded into memory.
+
+    Parameters
+    ----------
+    roi : Dataset
+        The ROI cohort.
+    limit_bytes : int, optional
+        Largest float32 size cached; default a quarter of the physical memory, at most 8 GiB.
+
+    Returns
+    -------
+    tuple of (bool, str)
+        The decision and a one-line explanation for the user.
+    """
+    size = int(np.prod([roi.sizes[d] for d in roi[INTENSITY].dims])) * 4
+    limit = _default_limit() if limit_bytes is None else int(limit_bytes)
+    if size <= limit:
+        return True, f"caching the ROI cohort in memory ({size / 2**20:.0f} MiB <= {limit / 2**20:.0f} MiB)"
+    return False, (f"reading the ROI cohort lazily, one patient at a time "
+                   f"({size / 2**20:.0f} MiB > {limit / 2**20:.0f} MiB memory limit)")
+
+
+def _default_limit() -> int:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 8 * 2**30
+    return int(min(total // 4, 8 * 2**30))
+
+
+class CineBatches(Dataset[Item]):
+    """Torch dataset over the patients of an ROI cohort.
+
+    Parameters
+    ----------
+    roi : Dataset
+        ROI cohort (see :func:`check_roi`); may be dask-backed (opened from Zarr).
+    augment : Augment, optional
+        Augmentation for training; None for evaluation.
+    seed : int
+        Seed of the augmentation; the draw of item ``i`` in epoch ``e`` depends only on
+        ``(seed, e, i)``, so results do not depend on the order or worker that loads it.
+    cache : bool, optional
+        Load all intensities into memory (True), read lazily (False), or decide by size (None).
+    outcomes : bool
+        Whether to read ``duration`` / ``event`` (False for prediction: NaN and False are given).
+    """
+
+    def __init__(self, roi: xr.Dataset, *, augment: Augment | None = None, seed: int = 0,
+                 cache: bool | None = None, outcomes: bool = True) -> None:
+        check_roi(roi, outcomes=outcomes)
+        self.roi = roi.sel({PHASE: list(PHASES)})
+        self.augment, self.seed, self.epoch = augment, int(seed), 0
+        self.cached = cache_decision(roi)[0] if cache is None else bool(cache)
+        self._mask = torch.from_numpy(np.asarray(
+            self.roi[FRAME_OK].transpose(PATIENT, PHASE, TIME).values, dtype=bool))
+        self._duration, self._event = _outcomes(self.roi, outcomes)
+        self._images = _load_all(self.roi) if self.cached else None
+
+    def __len__(self) -> int:
+        return int(self.roi.sizes[PATIENT])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch used to seed the augmentation."""
+        self.epoch = int(epoch)
+
+    def batch(self, idx: Tensor) -> Item:
+        """Stack the items ``idx``: one gather from the cache when there is no augmentation."""
+        if self._images is None or self.augment is not None:
+            items = [self[int(i)] for i in idx]
+            return tuple(torch.stack(parts) for parts in zip(*items, strict=True))  # type: ignore[return-value]
+        return self._images[idx], self._mask[idx], self._duration[idx], self._event[idx]
+
+    def __getitem__(self, i: int) -> Item:
+        mask = self._mask[i]
+        x = self._images[i] if self._images is not None else _load_one(self.roi, i, mask)
+        if self.augment is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, int(i)))
+            x, mask = _augment(x, mask, self.augment, rng)
+            x[~mask] = 0.0  # invalid frames carry no signal (x is a fresh copy)
+        return x, mask, self._duration[i], self._event[i]
+
+
+def _outcomes(roi: xr.Dataset, outcomes: bool) -> tuple[Tensor, Tensor]:
+    n = roi.sizes[PATIENT]
+    if not outcomes:
+        return torch.full((n,), float("nan"), dtype=torch.float64), torch.zeros(n, dtype=torch.bool)
+    duration = np.asarray(roi[DURATION].values, dtype=np.float64)
+    event = np.asarray(roi[EVENT].values).astype(bool)
+    if not np.all(np.isfinite(duration)) or np.any(duration < 0):
+        raise InputError("duration", "must be finite and >= 0", "drop or fix those patients")
+    return torch.from_numpy(duration), torch.from_numpy(event)
+
+
+def _as_tensor(arr: np.ndarray) -> Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return torch.nan_to_num(x, nan=0.0)
+
+
+def _load_all(roi: xr.Dataset) -> Tensor:
+    x = _as_tensor(roi[INTENSITY].transpose(PATIENT, PHASE, TIME, Y, X).values)
+    ok = roi[FRAME_OK].transpose(PATIENT, PHASE, TIME).values
+    x[torch.from_numpy(~np.asarray(ok, dtype=bool))] = 0.0  # invalid frames carry no signal
+    return x
+
+
+def _load_one(roi: xr.Dataset, i: int, ok: Tensor) -> Tensor:
+    one = roi[INTENSITY].isel({PATIENT: int(i)}).transpose(PHASE, TIME, Y, X)
+    x = _as_tensor(one.values)
+    x[~ok] = 0.0  # invalid frames carry no signal
+    return x
+
+
+def _augment(x: Tensor, mask: Tensor, aug: Augment, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """Shift, flip and time jitter as one gather (one copy), then the gain in place."""
+    p, t, h, w = x.shape
+    dy, dx = (int(v) for v in rng.integers(-aug.shift_px, aug.shift_px + 1, size=2))
+    iy = (torch.arange(h) + dy).clamp(0, h - 1)  # edges replicated
+    ix = (torch.arange(w) + dx).clamp(0, w - 1)
+    if aug.flip_x and rng.random() < 0.5:
+        ix = ix.flip(0)
+    shift = torch.from_numpy(rng.integers(-aug.time_jitter_frames, aug.time_jitter_frames + 1,
+                                          size=p))
+    it = torch.arange(t)[None, :] - shift[:, None]  # (p, t): frame k moves to k + shift
+    inside = (it >= 0) & (it < t)
+    it = it.clamp(0, t - 1)
+    ip = torch.arange(p)[:, None]
+    out = x[ip[:, :, None, None], it[:, :, None, None], iy[None, None, :, None],
+            ix[None, None, None, :]]
+    new_mask = mask[ip, it] & inside
+    if aug.gain_sd > 0:
+        out.mul_(float(np.exp(rng.normal(0.0, aug.gain_sd)))).clamp_(0.0, 1.0)
+    return out, new_mask
+
+
+def cohort_hash(roi: xr.Dataset) -> str:
+    """SHA-256 of the cohort's identity: patient keys, outcomes, intensity shape and attrs.
+
+    The pixel values are not hashed (gigabytes at paper scale); the preprocessing parameters in
+    the attrs and the patient keys identify the store.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps([str(p) for p in roi[PATIENT].values]).encode())
+    for name in (DURATION, EVENT):
+        if name in roi:
+            h.update(np.ascontiguousarray(roi[name].values, dtype=np.float64).tobytes())
+    h.update(json.dumps([roi[INTENSITY].dims, list(roi[INTENSITY].shape)]).encode())
+    h.update(json.dumps(describe_roi(roi), sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def describe_roi(roi: xr.Dataset) -> dict[str, object]:
+    """Preprocessing parameters of an ROI cohort, as JSON-ready values (for checkpoints)."""
+    times = np.asarray(roi[TIME].values, dtype=float)
+    step = float(np.median(np.diff(times))) if times.size > 1 else None
+    attrs = {k: v for k, v in roi[INTENSITY].attrs.items() if isinstance(v, str | int | float)}
+    return {"phases": [str(p) for p in roi[PHASE].values], "n_frames": int(times.size),
+            "time_step_s": step, "grid": [int(roi.sizes[Y]), int(roi.sizes[X])],
+            "intensity_attrs": attrs,
+            "attrs": {k: v for k, v in roi.attrs.items() if isinstance(v, str | int | float)}}

@@ -1,0 +1,354 @@
+"""Training of the Cox-CNN on the training cohort only (writes nothing).
+
+Protocol: the training patients are split (stratified by event, seeded) into an inner-fit and an
+inner-validation part; the network is fitted with AdamW on the inner-fit part and the epoch with
+the best inner-validation Harrell's C is kept (early stopping with ``patience``). The validation
+cohort of the study never enters this function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from ceusflow.conventions import EVENT, PATIENT
+from ceusflow.errors import InputError
+from ceusflow.model import _progress
+from ceusflow.model._metrics import inner_cindex
+from ceusflow.model.batches import (
+    Augment,
+    CineBatches,
+    cache_decision,
+    check_roi,
+    cohort_hash,
+    describe_roi,
+)
+from ceusflow.model.loss import Ties, cox_nll
+from ceusflow.model.network import CoxCNN, NetworkConfig, profile
+
+Device = Literal["auto", "cpu", "cuda"]
+ProfileChoice = Literal["auto", "paper", "cpu"]
+
+__all__ = ["TrainConfig", "Trained", "resolve_device", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; saved as JSON next to the weights.
+
+    Attributes
+    ----------
+    profile : {"auto", "paper", "cpu"}
+        Network profile; "auto" = "paper" on CUDA, "cpu" otherwise. Ignored if ``network`` is set.
+    network : NetworkConfig, optional
+        Explicit architecture (overrides ``profile``).
+    epochs, batch_size : int
+        Largest number of epochs; patients per batch.
+    lr, weight_decay : float
+        AdamW learning rate and decoupled weight decay.
+    patience : int
+        Epochs without a better inner-validation C-index before stopping.
+    inner_fraction : float
+        Share of the training patients held out as the inner validation split.
+    ties : {"efron", "breslow"}
+        Tie handling of the Cox loss.
+    augment : Augment, optional
+        Training augmentation; None for none.
+    seed : int
+        Seed of the split, the initial weights, the batch order and the augmentation.
+    device : {"auto", "cpu", "cuda"}
+        Where to train; "auto" = CUDA when available.
+    amp : bool
+        bfloat16 mixed precision on CUDA (ignored on CPU).
+    cache : bool, optional
+        Load the cohort into memory (True), read lazily (False) or decide by size (None).
+    """
+
+    profile: ProfileChoice = "auto"
+    network: NetworkConfig | None = None
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 8
+    inner_fraction: float = 0.2
+    ties: Ties = "efron"
+    augment: Augment | None = field(default_factory=Augment)
+    seed: int = 0
+    device: Device = "auto"
+    amp: bool = True
+    cache: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name, options in (("profile", ProfileChoice), ("device", Device), ("ties", Ties)):
+            if getattr(self, name) not in get_args(options):
+                raise InputError(name, f"{getattr(self, name)!r} is not supported",
+                                 f"use one of {get_args(options)}")
+        if self.epochs < 1 or self.batch_size < 2 or not 0.0 < self.inner_fraction < 1.0:
+            raise InputError("TrainConfig", "needs epochs >= 1, batch_size >= 2, "
+                             "0 < inner_fraction < 1", "fix the configuration")
+
+    def resolved_network(self, device: str) -> NetworkConfig:
+        """Return ``network``, or the profile's architecture for ``device``."""
+        if self.network is not None:
+            return self.network
+        name = self.profile if self.profile != "auto" else ("paper" if device == "cuda" else "cpu")
+        return profile(name)
+
+    def to_json(self) -> str:
+        """Serialise to JSON (round-trips with :meth:`from_json`)."""
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """Rebuild a configuration written by :meth:`to_json`."""
+        data: dict[str, Any] = json.loads(text)
+        if data.get("network") is not None:
+            data["network"] = NetworkConfig.from_dict(data["network"])
+        if data.get("augment") is not None:
+            data["augment"] = Augment(**data["augment"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained Cox-CNN and how it was obtained.
+
+    Attributes
+    ----------
+    model : CoxCNN
+        The network with the weights of the best inner-validation epoch, in eval mode, on CPU.
+    config : TrainConfig
+        The training configuration, with ``network`` resolved.
+    history : Dataset (epoch)
+        ``loss`` (mean training loss), ``inner_loss``, ``inner_cindex``, ``seconds``.
+    best_epoch : int
+        Epoch (1-based) whose weights were kept.
+    inner_patients : tuple of str
+        Patients of the inner validation split.
+    cohort_hash : str
+        :func:`ceusflow.model.batches.cohort_hash` of the training cohort.
+    preprocessing : dict
+        :func:`ceusflow.model.batches.describe_roi` of the training cohort.
+    """
+
+    model: CoxCNN
+    config: TrainConfig
+    history: xr.Dataset
+    best_epoch: int
+    inner_patients: tuple[str, ...]
+    cohort_hash: str
+    preprocessing: dict[str, Any]
+
+
+def resolve_device(device: str) -> torch.device:
+    """Map "auto" / "cpu" / "cuda" to a torch device (InputError if CUDA is missing)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device", "CUDA was requested but is not available", "use 'cpu' or 'auto'")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def train(roi: xr.Dataset, config: TrainConfig | None = None, *, progress: bool = True) -> Trained:
+    """Train a Cox-CNN on the (training) patients of an ROI cohort.
+
+    Parameters
+    ----------
+    roi : Dataset
+        ROI cohort: ``intensity (patient, phase, time, y, x)`` in [0, 1], ``frame_ok``,
+        ``duration`` (months) and ``event``; training patients only.
+    config : TrainConfig, optional
+        Training configuration; default ``TrainConfig()``.
+    progress : bool
+        Show the data-path decision, an ETA and a progress bar (rich) on the terminal.
+
+    Returns
+    -------
+    Trained
+        The best-epoch model and the training history.
+    """
+    config = config if config is not None else TrainConfig()
+    check_roi(roi)
+    device = resolve_device(config.device)
+    config = dataclasses.replace(config, network=config.resolved_network(device.type))
+    fit_idx, val_idx = inner_split(roi[EVENT].values, config.inner_fraction, config.seed)
+    cached, message = cache_decision(roi) if config.cache is None else (config.cache, "")
+    fit = CineBatches(roi.isel({PATIENT: fit_idx}), augment=config.augment, seed=config.seed,
+                      cache=cached)
+    val = CineBatches(roi.isel({PATIENT: val_idx}), cache=cached)
+    with _deterministic(device), _progress.reporter(progress, message) as report:
+        model, history, best = _fit(fit, val, config, device, report)
+    return Trained(model.cpu().eval(), config, history, best,
+                   tuple(str(p) for p in roi[PATIENT].values[val_idx]),
+                   cohort_hash(roi), describe_roi(roi))
+
+
+def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split patient positions into inner-fit and inner-validation, stratified by event.
+
+    Parameters
+    ----------
+    event : ndarray (n,)
+        Event indicators of the training patients.
+    fraction : float
+        Share held out for inner validation (at least 2 patients, at most n - 2).
+    seed : int
+        Seed of the permutation.
+
+    Returns
+    -------
+    tuple of ndarray
+        Sorted positions of the inner-fit and inner-validation patients.
+    """
+    e = np.asarray(event).astype(bool)
+    if e.size < 4:
+        raise InputError("roi", f"has {e.size} patients", "train on at least 4 patients")
+    rng = np.random.default_rng(seed)
+    val: list[int] = []
+    for stratum in (np.flatnonzero(e), np.flatnonzero(~e)):
+        k = int(round(fraction * stratum.size))
+        val.extend(rng.permutation(stratum)[:k].tolist())
+    val_arr = np.sort(np.asarray(val[: e.size - 2] if len(val) >= 2 else
+                                 rng.permutation(e.size)[:2], dtype=int))
+    return np.setdiff1d(np.arange(e.size), val_arr), val_arr
+
+
+@contextlib.contextmanager
+def _deterministic(device: torch.device) -> Iterator[None]:
+    """Use deterministic algorithms on CPU for the duration of training."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(device.type == "cpu" or before, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _fit(fit: CineBatches, val: CineBatches, config: TrainConfig, device: torch.device,
+         report: _progress.Reporter) -> tuple[CoxCNN, xr.Dataset, int]:
+    torch.manual_seed(config.seed)
+    assert config.network is not None
+    model = CoxCNN(config.network).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    order_rng = torch.Generator().manual_seed(config.seed)
+    report.eta(_estimate_seconds(model, fit, val, config, device), config.epochs)
+    rows: list[dict[str, float]] = []
+    best = (-np.inf, 0, _state(model))
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        fit.set_epoch(epoch)
+        loss = _train_epoch(model, opt, fit, torch.randperm(len(fit), generator=order_rng),
+                            config, device)
+        inner_loss, c = _evaluate(model, val, config, device)
+        rows.append({"loss": loss, "inner_loss": inner_loss, "inner_cindex": c,
+                     "seconds": time.perf_counter() - start})
+        report.epoch(epoch, config.epochs, rows[-1])
+        if np.nan_to_num(c, nan=0.5) > best[0]:
+            best = (float(np.nan_to_num(c, nan=0.5)), epoch, _state(model))
+        elif epoch - best[1] >= config.patience:
+            break
+    model.load_state_dict(best[2])
+    return model, _history(rows), best[1]
+
+
+def _state(model: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _history(rows: list[dict[str, float]]) -> xr.Dataset:
+    epochs = np.arange(1, len(rows) + 1)
+    data = {k: ("epoch", np.array([r[k] for r in rows], dtype=float)) for k in rows[0]}
+    ds = xr.Dataset(data, coords={"epoch": epochs})
+    ds["seconds"].attrs["units"] = "s"
+    return ds
+
+
+def _collate(ds: CineBatches, idx: Tensor, device: torch.device) -> tuple[Tensor, ...]:
+    return tuple(part.to(device, non_blocking=True) for part in ds.batch(idx))
+
+
+def _batches(ds: CineBatches, order: Tensor, size: int,
+             device: torch.device) -> Iterator[tuple[Tensor, ...]]:
+    """Yield batches in ``order``; a lazy dataset loads the next batch in a background thread.
+
+    Items depend only on (seed, epoch, index), so prefetching does not change any result.
+    """
+    chunks = order.split(size)
+    if ds.cached or not chunks:
+        yield from (_collate(ds, idx, device) for idx in chunks)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_collate, ds, chunks[0], device)
+        for nxt in (*chunks[1:], None):
+            batch = pending.result()
+            if nxt is not None:
+                pending = pool.submit(_collate, ds, nxt, device)
+            yield batch
+
+
+def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if device.type == "cuda" and config.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _train_epoch(model: CoxCNN, opt: torch.optim.Optimizer, fit: CineBatches, order: Tensor,
+                 config: TrainConfig, device: torch.device) -> float:
+    model.train()
+    total, n_events = 0.0, 0
+    for x, mask, duration, event in _batches(fit, order, config.batch_size, device):
+        if not bool(event.any()):
+            continue  # no partial likelihood: nothing to learn, and no weight-decay step
+        with _autocast(config, device):
+            log_hz = model(x, mask)
+        loss = cox_nll(log_hz.float(), duration, event, ties=config.ties, reduction="sum")
+        opt.zero_grad(set_to_none=True)
+        (loss / event.sum()).backward()
+        opt.step()
+        total, n_events = total + float(loss.detach()), n_events + int(event.sum())
+    return total / n_events if n_events else float("nan")
+
+
+@torch.no_grad()
+def _risks(model: CoxCNN, ds: CineBatches, config: TrainConfig, device: torch.device) -> Tensor:
+    model.eval()
+    out = []
+    for x, mask, _, _ in _batches(ds, torch.arange(len(ds)), config.batch_size, device):
+        with _autocast(config, device):
+            out.append(model(x, mask).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _evaluate(model: CoxCNN, val: CineBatches, config: TrainConfig,
+              device: torch.device) -> tuple[float, float]:
+    risk = _risks(model, val, config, device).double()
+    loss = float(cox_nll(risk, val._duration, val._event, ties=config.ties))
+    return loss, inner_cindex(val._duration.numpy(), val._event.numpy(), risk.numpy())
+
+
+def _estimate_seconds(model: CoxCNN, fit: CineBatches, val: CineBatches, config: TrainConfig,
+                      device: torch.device) -> float:
+    """Time one forward+backward batch (RNG state untouched) and extrapolate to all epochs."""
+    idx = torch.arange(min(config.batch_size, len(fit)))
+    saved = _state(model)
+    with torch.random.fork_rng(devices=[]):
+        start = time.perf_counter()
+        x, mask, _, _ = _collate(fit, idx, device)
+        with _autocast(config, device):
+            model(x, mask).float().sum().backward()
+        per_patient = (time.perf_counter() - start) / len(idx)
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(saved)  # undo batch-norm statistics of the timing batch
+    return per_patient * (len(fit) + len(val) / 3) * config.epochs

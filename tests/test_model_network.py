@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ceusflow.errors import InputError
+from ceusflow.model.network import CoxCNN, NetworkConfig, profile
+
+torch.set_num_threads(1)
+
+TINY = NetworkConfig(widths=(4, 4, 8, 8), flatten_grid=1, dropout=0.0)
+
+
+def _inputs(b=2, t=8, s=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, t, s, s, generator=g), torch.ones(b, 3, t, dtype=torch.bool)
+
+
+@pytest.mark.parametrize("conv", ["3d", "2plus1d"])
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("norm", ["group", "batch", "none"])
+def test_one_log_hazard_per_patient(conv, shared, norm):
+    model = CoxCNN(dataclasses.replace(TINY, conv=conv, shared_weights=shared, norm=norm))
+    x, mask = _inputs()
+    out = model(x, mask)
+    assert out.shape == (2,) and torch.isfinite(out).all()
+
+
+def test_head_has_no_bias():
+    model = CoxCNN(TINY)
+    assert model.head.bias is None
+
+
+def test_shared_weights_has_one_encoder():
+    assert len(CoxCNN(TINY).encoders) == 1
+    assert len(CoxCNN(dataclasses.replace(TINY, shared_weights=False)).encoders) == 3
+
+
+@pytest.mark.parametrize("cfg", [TINY, dataclasses.replace(TINY, time_pool=2, space_pool=2)])
+def test_masked_frames_are_ignored(cfg):
+    torch.manual_seed(0)
+    model = CoxCNN(cfg).eval()
+    x, mask = _inputs()
+    mask[:, 1, 5:] = False
+    noisy = x.clone()
+    noisy[:, 1, 5:] = torch.rand_like(noisy[:, 1, 5:]) * 100  # garbage where frame_ok is False
+    assert torch.allclose(model(x, mask), model(noisy, mask))
+
+
+def test_all_frames_masked_gives_finite_output():
+    model = CoxCNN(TINY).eval()
+    x, mask = _inputs()
+    assert torch.isfinite(model(x, torch.zeros_like(mask))).all()
+
+
+def test_single_frame_and_odd_sizes():
+    model = CoxCNN(TINY).eval()
+    for t, s in [(1, 16), (5, 17), (13, 24)]:
+        x, mask = _inputs(t=t, s=s)
+        assert model(x, mask).shape == (2,)
+
+
+def test_profiles():
+    cpu, paper = profile("cpu"), profile("paper")
+    assert paper.widths == (16, 32, 64, 128) and paper.space_pool == 1 and paper.time_pool == 1
+    assert cpu.space_pool == 2 and cpu.time_pool > 1 and max(cpu.widths) < max(paper.widths)
+    model = CoxCNN.from_profile("cpu").eval()
+    x, mask = _inputs(b=1, t=12, s=64)
+    assert model(x, mask).shape == (1,)
+
+
+def test_config_round_trip():
+    cfg = dataclasses.replace(TINY, conv="2plus1d")
+    assert NetworkConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("kwargs", [{"conv": "2d"}, {"norm": "layer"}, {"widths": (4, 4)},
+                                    {"dropout": 1.0}, {"time_pool": 0}])
+def test_bad_config_raises(kwargs):
+    with pytest.raises(InputError):
+        NetworkConfig(**kwargs)
+
+
+def test_bad_input_shape_raises():
+    model = CoxCNN(TINY)
+    with pytest.raises(InputError, match="intensity"):
+        model(torch.rand(2, 2, 8, 16, 16), torch.ones(2, 2, 8, dtype=torch.bool))
+    with pytest.raises(InputError, match="frame_ok"):
+        model(torch.rand(2, 3, 8, 16, 16), torch.ones(2, 3, 7, dtype=torch.bool))
+    with pytest.raises(InputError, match="profile"):
+        profile("gpu")  # type: ignore[arg-type]
+
+
+def test_gradients_reach_first_layer():
+    model = CoxCNN(TINY)
+    x, mask = _inputs()
+    model(x, mask).sum().backward()
+    first = model.encoders[0].stages[0].body[0].weight
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+def test_import_ceusflow_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, ceusflow; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

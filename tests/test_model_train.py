@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from ceusflow.errors import InputError
+from ceusflow.model import (
+    Augment,
+    CineBatches,
+    CoxCNNSurvival,
+    NetworkConfig,
+    TrainConfig,
+    cache_decision,
+    inner_split,
+    predict_risk,
+    train,
+)
+from ceusflow.model._metrics import inner_cindex
+from ceusflow.model._synthetic import synthetic_roi
+
+torch.set_num_threads(1)
+
+TINY = NetworkConfig(widths=(4, 8, 8, 8), flatten_grid=1, dropout=0.0)
+QUICK = TrainConfig(network=TINY, epochs=2, batch_size=8, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def roi() -> xr.Dataset:
+    return synthetic_roi(24, n_frames=8, size=16, seed=0)
+
+
+def _weights(trained) -> dict[str, torch.Tensor]:
+    return trained.model.state_dict()
+
+
+def test_train_runs_and_records_history(roi):
+    trained = train(roi, QUICK, progress=False)
+    assert set(trained.history.data_vars) == {"loss", "inner_loss", "inner_cindex", "seconds"}
+    assert trained.history.sizes["epoch"] == 2 and 1 <= trained.best_epoch <= 2
+    assert set(trained.inner_patients) <= set(roi.patient.values.tolist())
+    assert not trained.model.training and trained.config.network == TINY
+
+
+def test_same_seed_identical_weights(roi):
+    a, b = (train(roi, QUICK, progress=False) for _ in range(2))
+    for key, value in _weights(a).items():
+        assert torch.equal(value, _weights(b)[key]), key
+
+
+def test_progress_does_not_change_result(roi, capsys):
+    a = train(roi, QUICK, progress=True)
+    b = train(roi, QUICK, progress=False)
+    assert "Estimated training time" in capsys.readouterr().err
+    assert all(torch.equal(v, _weights(b)[k]) for k, v in _weights(a).items())
+
+
+def test_other_seed_other_weights(roi):
+    a = train(roi, QUICK, progress=False)
+    b = train(roi, dataclasses.replace(QUICK, seed=1), progress=False)
+    assert any(not torch.equal(v, _weights(b)[k]) for k, v in _weights(a).items())
+
+
+def test_bright_blob_learned():
+    roi = synthetic_roi(64, n_frames=8, size=16, effect=5.0, seed=1)
+    cfg = TrainConfig(network=TINY, epochs=12, batch_size=16, lr=3e-3, patience=12, seed=0,
+                      device="cpu")
+    trained = train(roi, cfg, progress=False)
+    assert float(trained.history.inner_cindex.max()) > 0.7
+    test = synthetic_roi(64, n_frames=8, size=16, effect=5.0, seed=2)
+    risk = predict_risk(trained.model, test)
+    assert inner_cindex(test.duration.values, test.event.values, risk.values) > 0.65
+
+
+def test_event_free_batches_do_not_crash():
+    roi = synthetic_roi(16, n_frames=4, size=16, seed=3)
+    event = np.zeros(16, dtype=bool)
+    event[[0, 5, 9]] = True
+    roi = roi.assign(event=("patient", event))
+    trained = train(roi, dataclasses.replace(QUICK, batch_size=2), progress=False)
+    assert np.isfinite(trained.history.loss.values).all()
+    all_censored = roi.assign(event=("patient", np.zeros(16, dtype=bool)))
+    assert train(all_censored, QUICK, progress=False).history.sizes["epoch"] >= 1
+
+
+def test_predict_risk_is_labelled(roi):
+    trained = train(roi, QUICK, progress=False)
+    risk = predict_risk(trained.model, roi.drop_vars(["duration", "event"]))
+    assert risk.name == "risk" and risk.dims == ("patient",)
+    np.testing.assert_array_equal(risk.patient.values, roi.patient.values)
+    shuffled = predict_risk(trained.model, roi.isel(patient=slice(None, None, -1)))
+    np.testing.assert_allclose(shuffled.sel(patient=risk.patient).values, risk.values, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:The data type")  # zarr v3: fixed-length string dtypes
+@pytest.mark.filterwarnings("ignore:Consolidated metadata")
+def test_lazy_zarr_equals_in_memory(roi, tmp_path):
+    roi.chunk({"patient": 1}).to_zarr(tmp_path / "roi.zarr")
+    lazy = xr.open_zarr(tmp_path / "roi.zarr")
+    assert lazy.intensity.chunks is not None
+    a = train(roi, dataclasses.replace(QUICK, cache=True), progress=False)
+    b = train(lazy, dataclasses.replace(QUICK, cache=False), progress=False)
+    assert all(torch.equal(v, _weights(b)[k]) for k, v in _weights(a).items())
+
+
+def test_phase_order_by_name(roi):
+    ds = CineBatches(roi.isel(phase=[2, 0, 1]), cache=True)
+    x, mask, _, _ = ds[0]
+    expected = roi.intensity.isel(patient=0) * roi.frame_ok.isel(patient=0)
+    np.testing.assert_array_equal(x.numpy(), expected.values)
+
+
+def test_augmentation_seeded_and_physical(roi):
+    ds = CineBatches(roi, augment=Augment(), seed=5, cache=True)
+    ds.set_epoch(3)
+    a, b = ds[4], ds[4]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].shape == (3, 8, 16, 16) and 0.0 <= float(a[0].min()) and float(a[0].max()) <= 1.0
+    ds.set_epoch(4)
+    assert not torch.equal(ds[4][0], a[0])
+    assert torch.all(a[0][~a[1]] == 0)  # frames made invalid by the jitter carry no signal
+
+
+def test_cache_decision_by_size(roi):
+    assert cache_decision(roi)[0]
+    cached, message = cache_decision(roi, limit_bytes=10)
+    assert not cached and "lazily" in message
+
+
+def test_inner_split_stratified_and_disjoint():
+    event = np.array([True] * 10 + [False] * 20)
+    fit, val = inner_split(event, 0.2, seed=0)
+    assert np.intersect1d(fit, val).size == 0 and fit.size + val.size == 30
+    assert event[val].sum() == 2 and (~event[val]).sum() == 4
+    with pytest.raises(InputError):
+        inner_split(event[:3], 0.2, seed=0)
+
+
+def test_train_config_json_round_trip():
+    cfg = dataclasses.replace(QUICK, augment=Augment(shift_px=1), cache=False)
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
+
+
+@pytest.mark.parametrize("kwargs", [{"device": "tpu"}, {"ties": "exact"}, {"epochs": 0},
+                                    {"profile": "big"}])
+def test_bad_train_config(kwargs):
+    with pytest.raises(InputError):
+        TrainConfig(**kwargs)
+
+
+def test_missing_variables_raise(roi):
+    with pytest.raises(InputError, match="event"):
+        train(roi.drop_vars("event"), QUICK, progress=False)
+
+
+def test_estimator_with_arrays_and_sksurv_y(roi):
+    from sksurv.util import Surv
+
+    X = np.where(roi.frame_ok.values[..., None, None], roi.intensity.values, np.nan)
+    y = Surv.from_arrays(event=roi.event.values, time=roi.duration.values)
+    est = CoxCNNSurvival(network=TINY, epochs=2, batch_size=8, device="cpu").fit(X, y)
+    risk = est.predict(X)
+    assert risk.shape == (24,) and np.isfinite(risk).all()
+    assert 0.0 <= est.score(X, y) <= 1.0
+    assert est.get_params()["epochs"] == 2
+
+
