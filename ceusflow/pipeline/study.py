@@ -1,0 +1,176 @@
+"""The paper's analysis on a per-patient table: pure functions from signatures to numbers and figures.
+
+Input: a DataFrame indexed by pseudonymous patient key with ``treatment``, ``duration`` (months),
+``event``, ``split`` (train|val), the clinical covariates, and both models' signatures
+``signature_rfa``/``signature_sr`` (higher = higher risk). Nothing here reads or writes files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ceusflow import survival
+from ceusflow.pipeline.config import StudyConfig
+
+TREATMENTS = ("RFA", "SR")
+#: Candidate clinical covariates of the nomograms, coded as the paper's Fig. 3 and Table 1 do.
+CANDIDATES = {
+    "age_gt60": lambda d: (d["age"] > 60).astype(float),
+    "cirrhosis": lambda d: d["cirrhosis"].astype(float),
+    "hbv": lambda d: (d["etiology"] == "HBV").astype(float),
+    "afp_ge200": lambda d: (pd.to_numeric(d["afp"], errors="coerce") >= 200).astype(float),
+    "alt_gt40": lambda d: (d["alt"] > 40).astype(float),
+    "wbc": lambda d: d["wbc"].astype(float),
+    "plt_lt100": lambda d: (d["plt"] < 100).astype(float),
+    "pt": lambda d: d["pt"].astype(float),
+    "tbil": lambda d: d["tbil"].astype(float),
+    "alb_lt35": lambda d: (d["alb"] < 35).astype(float),
+    "perivascular": lambda d: d["perivascular"].astype(float),
+    "periphery": lambda d: d["periphery"].astype(float),
+    "size_gt2": lambda d: (d["tumor_size_cm"] > 2).astype(float),
+    "albi_grade": lambda d: d["albi_grade"].astype(float),
+}
+
+
+@dataclass
+class StudyResults:
+    """Numbers, per-patient predictions and figures of one study."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+    predictions: pd.DataFrame | None = None
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+
+def design_matrix(patients: pd.DataFrame) -> pd.DataFrame:
+    """Candidate covariates (paper coding) for every patient; rows with a missing value keep NaN."""
+    return pd.DataFrame({name: code(patients) for name, code in CANDIDATES.items()}, index=patients.index)
+
+
+def _cindex(group: pd.DataFrame, score: pd.Series, config: StudyConfig) -> dict[str, float]:
+    c = survival.concordance(group["duration"], group["event"], score, ci="ij")
+    return {"estimate": c.estimate, "low": c.low, "high": c.high, "n": int(len(group))}
+
+
+def signature_metrics(patients: pd.DataFrame, arm: str, config: StudyConfig) -> tuple[dict[str, Any], dict[str, Figure]]:
+    """R-RFA or R-SR on its own group: cut-point on training, then KM, log-rank, HR, C, td-AUC per cohort."""
+    own = patients[patients["treatment"] == arm]
+    sig = f"signature_{arm.lower()}"
+    train, val = own[own["split"] == "train"], own[own["split"] == "val"]
+    cut = survival.cutpoint(train["duration"], train["event"], train[sig], min_prop=config.statistics.cut_min_prop,
+                            max_prop=config.statistics.cut_max_prop)
+    out: dict[str, Any] = {"cutpoint": {"threshold": cut.threshold, "statistic": cut.statistic,
+                                        "p_value_lau94": cut.p_value}}
+    figures: dict[str, Figure] = {}
+    for name, cohort in (("train", train), ("val", val)):
+        high = survival.stratify(cohort[sig], cut.threshold)
+        groups = np.where(high, "high", "low")
+        res: dict[str, Any] = {"c_index": _cindex(cohort, cohort[sig], config),
+                               "share_high_risk": float(high.mean())}
+        if 0 < high.sum() < len(high):
+            lr = survival.logrank(cohort["duration"], cohort["event"], groups)
+            hr = survival.hazard_ratio(cohort["duration"], cohort["event"], groups)
+            res.update(logrank_p=lr.p_value, hr={"estimate": hr.estimate, "low": hr.low, "high": hr.high,
+                                                  "p": hr.p_value})
+            km = survival.kaplan_meier(cohort["duration"], cohort["event"], groups)
+            figures[f"km_{arm}_{name}"] = survival.plot_kaplan_meier(
+                km, logrank=lr, title=f"R-{arm} signature, {name} cohort (cut on training)")
+        res["td_auc_24m"] = _td_auc(train, cohort, sig, config)
+        out[name] = res
+    return out, figures
+
+
+def _td_auc(train: pd.DataFrame, cohort: pd.DataFrame, sig: str, config: StudyConfig) -> dict[str, float]:
+    try:
+        auc = survival.td_auc(train["duration"], train["event"], cohort["duration"], cohort["event"], cohort[sig],
+                              horizon=config.statistics.horizon_months, n_boot=config.statistics.n_boot,
+                              rng=config.seed)
+    except ValueError as err:  # InputError: horizon outside follow-up, no cases...
+        return {"estimate": float("nan"), "note": str(err)}
+    return {"estimate": auc.estimate, "low": auc.low, "high": auc.high}
+
+
+def fit_nomogram(patients: pd.DataFrame, arm: str, config: StudyConfig) -> tuple[Any, list[str], pd.DataFrame]:
+    """Backward stepwise AIC (+ optional p filter) on the arm's training cohort, signature included.
+
+    Returns the final Cox fit, the selected terms and the arm's design matrix (all patients).
+    """
+    x = design_matrix(patients).assign(signature=patients[f"signature_{arm.lower()}"])
+    train = (patients["treatment"] == arm) & (patients["split"] == "train")
+    rows = train & x.notna().all(axis=1)
+    p_filter = config.statistics.stepwise_p_filter or None
+    step = survival.stepwise_aic(patients.loc[rows, "duration"], patients.loc[rows, "event"], x[rows],
+                                 p_filter=p_filter)
+    return step.fit, list(step.selected), x
+
+
+def nomogram_predictions(patients: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Both nomograms' 2-year PFS for every patient, and each nomogram's selection and C-index."""
+    horizon = config.statistics.horizon_months
+    preds, info = pd.DataFrame(index=patients.index), {}
+    for arm in TREATMENTS:
+        fit, selected, x = fit_nomogram(patients, arm, config)
+        complete = x[selected].notna().all(axis=1)
+        pfs = pd.Series(np.nan, index=patients.index)
+        pfs[complete] = survival.predict_survival(fit, x.loc[complete, selected], horizon)
+        preds[f"pfs2y_{arm.lower()}"] = pfs
+        own = patients["treatment"] == arm
+        info[arm] = {"selected": selected, "coefficients": fit.params.reset_index().to_dict("records"),
+                     "aic": fit.aic}
+        for name in ("train", "val"):
+            rows = own & (patients["split"] == name) & complete
+            info[arm][f"c_index_{name}"] = _cindex(patients[rows], 1 - pfs[rows], config)
+    return preds, info
+
+
+def _clinical_only(patients: pd.DataFrame, arm: str, config: StudyConfig) -> pd.Series:
+    """2-year PFS from a nomogram of clinical variables only (the decision-curve comparator)."""
+    x = design_matrix(patients)
+    rows = (patients["treatment"] == arm) & (patients["split"] == "train") & x.notna().all(axis=1)
+    step = survival.stepwise_aic(patients.loc[rows, "duration"], patients.loc[rows, "event"], x[rows],
+                                 p_filter=config.statistics.stepwise_p_filter or None)
+    selected = list(step.selected)
+    complete = x[selected].notna().all(axis=1)
+    out = pd.Series(np.nan, index=patients.index)
+    out[complete] = survival.predict_survival(step.fit, x.loc[complete, selected],
+                                              config.statistics.horizon_months)
+    return out
+
+
+def nomogram_figures(patients: pd.DataFrame, arm: str, config: StudyConfig) -> dict[str, Figure]:
+    """The drawn nomogram and the forest plot of the arm's final Cox model."""
+    fit, selected, x = fit_nomogram(patients, arm, config)
+    rows = (patients["treatment"] == arm) & (patients["split"] == "train")
+    nomo = survival.nomogram(fit, x.loc[rows, selected].dropna(), horizon=config.statistics.horizon_months)
+    return {f"nomogram_{arm}": survival.plot_nomogram(nomo), f"forest_{arm}": survival.plot_forest(fit)}
+
+
+def calibration_and_dca(patients: pd.DataFrame, preds: pd.DataFrame, arm: str,
+                        config: StudyConfig) -> tuple[dict[str, Any], dict[str, Figure]]:
+    """Calibration (grouped KM vs predicted, slope; GB and the paper's logistic HL) and decision curves."""
+    horizon = config.statistics.horizon_months
+    own = patients["treatment"] == arm
+    pfs = preds[f"pfs2y_{arm.lower()}"]
+    clinical = _clinical_only(patients, arm, config)
+    out: dict[str, Any] = {}
+    figures: dict[str, Figure] = {}
+    for name in ("train", "val"):
+        rows = own & (patients["split"] == name) & pfs.notna() & clinical.notna()
+        g = patients[rows]
+        cal = survival.calibration(g["duration"], g["event"], pfs[rows], horizon=horizon, groups=3)
+        gb = survival.gronnesby_borgan(g["duration"], g["event"], np.log(-np.log(pfs[rows].clip(1e-9, 1 - 1e-9))),
+                                       groups=5)
+        known = (g["duration"] >= horizon) | g["event"]
+        hl = survival.hosmer_lemeshow((g["event"] & (g["duration"] < horizon))[known], 1 - pfs[rows][known], groups=5)
+        out[name] = {"calibration_slope": cal.slope, "calibration_in_the_large": cal.intercept,
+                     "gronnesby_borgan_p": gb.p_value, "hosmer_lemeshow_logistic_p": hl.p_value}
+        figures[f"calibration_{arm}_{name}"] = survival.plot_calibration(cal)
+        dca = survival.decision_curve(g["duration"], g["event"],
+                                      {"nomogram with signature": 1 - pfs[rows], "clinical only": 1 - clinical[rows]},
+                                      horizon=horizon)
+        figures[f"dca_{arm}_{name}"] = survival.plot_decision_curve(dca)
+    return out, figures
