@@ -1,0 +1,171 @@
+"""From signatures to the results folder: the paper's statistics, the recommendations, the report.
+
+:func:`analyse` is pure (a per-patient table in, :class:`StudyResults` out);
+:func:`analyse_and_report` adds the only effect, writing the fixed output contract.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ceusflow import recommend as rec
+from ceusflow import survival
+from ceusflow.pipeline.config import StudyConfig
+from ceusflow.pipeline.study import (
+    TREATMENTS,
+    StudyResults,
+    calibration_and_dca,
+    design_matrix,
+    fit_nomogram,
+    nomogram_figures,
+    signature_metrics,
+)
+from ceusflow.report.write import figure_section, save_figures, table_html, write_outputs
+
+PREDICTION_COLUMNS = ("patient_id", "treatment", "split", "signature_rfa", "signature_sr", "risk_ori", "risk_re",
+                      "pfs2y_rfa", "pfs2y_sr", "recommend", "gain_2y", "gain_2y_lo", "gain_2y_hi")
+LIMITATIONS = (
+    "Observational data: treatment was chosen by a team, so each nomogram extrapolates to patients who did "
+    "not receive its treatment (confounding by indication). Recommendations are hypotheses for a trial, not "
+    "evidence of benefit.",
+    "The bootstrap CI of the 2-year PFS gain refits the nomograms but keeps the CNN signatures and the selected "
+    "covariates fixed, so it is too narrow.",
+    "The cut-points are maximally selected on the training cohorts (with corrected p-values) and applied "
+    "unchanged to validation; validation numbers are the honest ones.",
+    "The logistic Hosmer–Lemeshow test ignores censoring; it is reported because the paper did, next to the "
+    "Grønnesby–Borgan test, which does not.",
+)
+
+
+def _nomogram_inputs(patients: pd.DataFrame, config: StudyConfig) -> tuple[dict[str, list[str]], pd.DataFrame]:
+    """Selected covariates per arm and one frame with every candidate plus both signatures."""
+    selected = {arm: fit_nomogram(patients, arm, config)[1] for arm in TREATMENTS}
+    frame = design_matrix(patients).assign(signature_rfa=patients["signature_rfa"],
+                                           signature_sr=patients["signature_sr"],
+                                           duration=patients["duration"], event=patients["event"])
+    cols = {arm: [("signature_" + arm.lower()) if c == "signature" else c for c in selected[arm]]
+            for arm in TREATMENTS}
+    return cols, frame
+
+
+def recommendations(patients: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFrame, dict[str, Any], Any]:
+    """Both nomograms for everyone, CI-gated recommendations and the paper's cross-stratification."""
+    cols, frame = _nomogram_inputs(patients, config)
+    complete = frame[sorted({c for v in cols.values() for c in v})].notna().all(axis=1)
+    frame = frame[complete]
+    train = {arm: frame[(patients.loc[frame.index, "treatment"] == arm)
+                        & (patients.loc[frame.index, "split"] == "train")] for arm in TREATMENTS}
+    horizon = config.statistics.horizon_months
+    point = rec.nomogram_predictions(train["RFA"], train["SR"], frame, cols, horizon=horizon)
+    boot = functools.partial(rec.bootstrap_nomogram_predictions, train["RFA"], train["SR"], frame, cols,
+                             horizon=horizon)
+    table = rec.recommend(point["pfs2y_rfa"], point["pfs2y_sr"], treatment=patients.loc[frame.index, "treatment"],
+                          n_boot=config.statistics.n_boot, rng=config.seed, bootstrap_predictions=boot)
+    cross, benefit, metrics = {}, {}, {}
+    for arm in TREATMENTS:
+        own_sig, other_sig = f"signature_{arm.lower()}", f"signature_{'sr' if arm == 'RFA' else 'rfa'}"
+        group = patients[patients["treatment"] == arm]
+        cut_own = _cut(patients, arm, own_sig, config)
+        cut_other = _cut(patients, "SR" if arm == "RFA" else "RFA", other_sig, config)
+        cross[arm] = rec.cross_stratify(group[own_sig], group[other_sig], cut_own, cut_other)
+        own_pfs = point.loc[point.index.intersection(group.index), f"pfs2y_{arm.lower()}"]
+        other_pfs = point.loc[own_pfs.index, f"pfs2y_{'sr' if arm == 'RFA' else 'rfa'}"]
+        swap = pd.Series(cross[arm].swap, index=group.index).loc[own_pfs.index]
+        benefit[arm] = rec.swap_benefit(own_pfs, other_pfs, swap.to_numpy())
+        metrics[arm] = _cross_metrics(cross[arm], benefit[arm], table, arm)
+    return table, metrics, (cross, benefit)
+
+
+def _cut(patients: pd.DataFrame, arm: str, sig: str, config: StudyConfig) -> float:
+    train = patients[(patients["treatment"] == arm) & (patients["split"] == "train")]
+    return survival.cutpoint(train["duration"], train["event"], train[sig], min_prop=config.statistics.cut_min_prop,
+                             max_prop=config.statistics.cut_max_prop, pvalue="none").threshold
+
+
+def _cross_metrics(cross: Any, benefit: Any, table: pd.DataFrame, arm: str) -> dict[str, Any]:
+    received = table[table["treatment"] == arm]
+    return {"subgroups": cross.table.reset_index().to_dict("records"), "swap_candidates": cross.n_swap,
+            "swap_share": cross.swap_share, "swap_share_of_ori_high": cross.swap_share_of_ori_high,
+            "mann_whitney_re_p": cross.mwu_re.p_value, "candidates_pfs2y_gain": benefit.mean_gain,
+            "candidates_paired_t_p": benefit.t_p_value,
+            "recommended_swaps_ci_gated": int(received["swap"].sum()),
+            "recommended_swap_share": float(received["swap"].mean()) if len(received) else float("nan")}
+
+
+def predictions_table(patients: pd.DataFrame, table: pd.DataFrame, cross: dict[str, Any]) -> pd.DataFrame:
+    """The fixed ``predictions.csv`` contract, one row per patient (pseudonymous ``patient_id``)."""
+    out = patients[["treatment", "split", "signature_rfa", "signature_sr"]].copy()
+    for arm, c in cross.items():
+        idx = pd.Index(c.patient)
+        out.loc[idx, "risk_ori"] = np.where(c.ori_high, "high", "low")
+        out.loc[idx, "risk_re"] = np.where(c.re_high, "high", "low")
+    out = out.join(table[["pfs2y_rfa", "pfs2y_sr", "recommend", "gain_2y", "gain_2y_lo", "gain_2y_hi"]])
+    out.insert(0, "patient_id", out.index)
+    return out[list(PREDICTION_COLUMNS)].reset_index(drop=True)
+
+
+def analyse(patients: pd.DataFrame, config: StudyConfig) -> StudyResults:
+    """Every number, table and figure of the paper's results section (pure)."""
+    res = StudyResults()
+    res.metrics["table1"] = survival.table_one(patients.drop(columns=["signature_rfa", "signature_sr", "split"],
+                                                             errors="ignore"), "treatment").to_dict("records")
+    for arm in TREATMENTS:
+        metrics, figs = signature_metrics(patients, arm, config)
+        res.metrics[f"signature_{arm}"] = metrics
+        res.figures.update(figs)
+        res.figures.update(nomogram_figures(patients, arm, config))
+    table, cross_metrics, (cross, benefit) = recommendations(patients, config)
+    for arm in TREATMENTS:
+        cal, figs = calibration_and_dca(patients, table[["pfs2y_rfa", "pfs2y_sr"]].reindex(patients.index), arm,
+                                        config)
+        res.metrics[f"nomogram_{arm}"] = {"selected": fit_nomogram(patients, arm, config)[1], **cal}
+        res.figures.update(figs)
+    res.metrics["cross_stratification"] = cross_metrics
+    res.figures["cross_stratification"] = rec.plot_cross_stratification(cross, benefit)
+    res.predictions = predictions_table(patients, table, cross)
+    return res
+
+
+def _metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
+    rows = {}
+    for arm in TREATMENTS:
+        m = metrics[f"signature_{arm}"]
+        for cohort in ("train", "val"):
+            c = m[cohort]
+            rows[f"R-{arm} {cohort}"] = {
+                "C-index": c["c_index"]["estimate"], "C low": c["c_index"]["low"], "C high": c["c_index"]["high"],
+                "HR high vs low": c.get("hr", {}).get("estimate", float("nan")),
+                "log-rank p": c.get("logrank_p", float("nan")), "share high risk": c["share_high_risk"],
+                "td-AUC 24 mo": c["td_auc_24m"].get("estimate", float("nan"))}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model, cohort")
+
+
+def _sections(res: StudyResults, pngs: dict[str, bytes]) -> list[tuple[str, str]]:
+    table1 = pd.DataFrame(res.metrics["table1"])
+    table1 = table1.set_index(table1.columns[0])
+    cross = pd.DataFrame({arm: {k: v for k, v in m.items() if k != "subgroups"}
+                          for arm, m in res.metrics["cross_stratification"].items()})
+    return [
+        ("Table 1: characteristics by treatment", table_html(table1)),
+        ("Radiomics signatures: discrimination and stratification",
+         table_html(_metrics_table(res.metrics)) + figure_section(pngs, "km_", {})),
+        ("Nomograms", figure_section(pngs, "nomogram_", {}) + figure_section(pngs, "forest_", {})),
+        ("Calibration at 2 years", figure_section(pngs, "calibration_", {})),
+        ("Decision curves at 2 years", figure_section(pngs, "dca_", {})),
+        ("Cross-stratification and recommendations (paper Fig. 5)",
+         table_html(cross.rename_axis("quantity")) + figure_section(pngs, "cross_", {})),
+        ("Limitations", "".join(f"<p class='note'>{t}</p>" for t in LIMITATIONS)),
+    ]
+
+
+def analyse_and_report(patients: pd.DataFrame, config: StudyConfig, results: Path) -> Path:
+    """Run :func:`analyse` and write ``predictions.csv``, ``metrics.json``, ``figures/``, ``report.html``."""
+    res = analyse(patients, config)
+    pngs = save_figures(res.figures, results / "figures")
+    return write_outputs(results, metrics=res.metrics, predictions=res.predictions,
+                         sections=_sections(res, pngs), title="ceusflow study report")
