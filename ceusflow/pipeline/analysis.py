@@ -100,7 +100,7 @@ def _cross_metrics(cross: Any, benefit: Any, table: pd.DataFrame, arm: str) -> d
 def predictions_table(patients: pd.DataFrame, table: pd.DataFrame, cross: dict[str, Any]) -> pd.DataFrame:
     """The fixed ``predictions.csv`` contract, one row per patient (pseudonymous ``patient_id``)."""
     out = patients[["treatment", "split", "signature_rfa", "signature_sr"]].copy()
-    for arm, c in cross.items():
+    for c in cross.values():
         idx = pd.Index(c.patient)
         out.loc[idx, "risk_ori"] = np.where(c.ori_high, "high", "low")
         out.loc[idx, "risk_re"] = np.where(c.re_high, "high", "low")

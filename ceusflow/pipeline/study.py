@@ -56,7 +56,8 @@ def _cindex(group: pd.DataFrame, score: pd.Series, config: StudyConfig) -> dict[
     return {"estimate": c.estimate, "low": c.low, "high": c.high, "n": int(len(group))}
 
 
-def signature_metrics(patients: pd.DataFrame, arm: str, config: StudyConfig) -> tuple[dict[str, Any], dict[str, Figure]]:
+def signature_metrics(patients: pd.DataFrame, arm: str,
+                      config: StudyConfig) -> tuple[dict[str, Any], dict[str, Figure]]:
     """R-RFA or R-SR on its own group: cut-point on training, then KM, log-rank, HR, C, td-AUC per cohort."""
     own = patients[patients["treatment"] == arm]
     sig = f"signature_{arm.lower()}"

@@ -1,0 +1,1 @@
+"""Writing results: figures, tables and the self-contained HTML report."""
