@@ -112,8 +112,8 @@ def predictions_table(patients: pd.DataFrame, table: pd.DataFrame, cross: dict[s
 def analyse(patients: pd.DataFrame, config: StudyConfig) -> StudyResults:
     """Every number, table and figure of the paper's results section (pure)."""
     res = StudyResults()
-    res.metrics["table1"] = survival.table_one(patients.drop(columns=["signature_rfa", "signature_sr", "split"],
-                                                             errors="ignore"), "treatment").to_dict("records")
+    baseline = patients.drop(columns=["signature_rfa", "signature_sr", "split", "duration", "event"], errors="ignore")
+    res.metrics["table1"] = survival.table_one(baseline, "treatment").to_dict("records")
     for arm in TREATMENTS:
         metrics, figs = signature_metrics(patients, arm, config)
         res.metrics[f"signature_{arm}"] = metrics
@@ -145,20 +145,37 @@ def _metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model, cohort")
 
 
+_KINDS = {"km": "Kaplan–Meier by the {arm} signature's training cut-point", "calibration": "{arm} nomogram calibration",
+          "dca": "{arm} nomogram decision curve", "nomogram": "{arm} nomogram (2-year PFS)",
+          "forest": "{arm} nomogram: hazard ratios"}
+_COHORTS = {"train": ", training cohort", "val": ", validation cohort"}
+
+
+def caption(name: str) -> str:
+    """Readable caption for a figure name like ``km_RFA_val``."""
+    kind, *rest = name.split("_")
+    if kind not in _KINDS:
+        return name.replace("_", " ")
+    arm = rest[0] if rest else ""
+    label = f"R-{arm}" if kind == "km" else arm
+    return _KINDS[kind].format(arm=label) + (_COHORTS.get(rest[1], "") if len(rest) > 1 else "")
+
+
 def _sections(res: StudyResults, pngs: dict[str, bytes]) -> list[tuple[str, str]]:
     table1 = pd.DataFrame(res.metrics["table1"])
     table1 = table1.set_index(table1.columns[0])
     cross = pd.DataFrame({arm: {k: v for k, v in m.items() if k != "subgroups"}
                           for arm, m in res.metrics["cross_stratification"].items()})
+    captions = {name: caption(name) for name in pngs}
     return [
         ("Table 1: characteristics by treatment", table_html(table1)),
         ("Radiomics signatures: discrimination and stratification",
-         table_html(_metrics_table(res.metrics)) + figure_section(pngs, "km_", {})),
-        ("Nomograms", figure_section(pngs, "nomogram_", {}) + figure_section(pngs, "forest_", {})),
-        ("Calibration at 2 years", figure_section(pngs, "calibration_", {})),
-        ("Decision curves at 2 years", figure_section(pngs, "dca_", {})),
+         table_html(_metrics_table(res.metrics)) + figure_section(pngs, "km_", captions)),
+        ("Nomograms", figure_section(pngs, "nomogram_", captions) + figure_section(pngs, "forest_", captions)),
+        ("Calibration at 2 years", figure_section(pngs, "calibration_", captions)),
+        ("Decision curves at 2 years", figure_section(pngs, "dca_", captions)),
         ("Cross-stratification and recommendations (paper Fig. 5)",
-         table_html(cross.rename_axis("quantity")) + figure_section(pngs, "cross_", {})),
+         table_html(cross.rename_axis("quantity")) + figure_section(pngs, "cross_", captions)),
         ("Limitations", "".join(f"<p class='note'>{t}</p>" for t in LIMITATIONS)),
     ]
 
