@@ -178,3 +178,33 @@ def test_law_logrank_invariant_to_relabelling(data, names):
     b = logrank(time, event, np.asarray(names)[group])
     assert b.statistic == pytest.approx(a.statistic, rel=1e-9, abs=1e-12)
     assert b.p_value == pytest.approx(a.p_value, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_one_kaplan_meier_and_one_logrank(seed):
+    """calibration.km_at and table_one.logrank_p are this module's estimator, not copies."""
+    from ceusflow.survival.calibration import km_at
+    from ceusflow.survival.table_one import logrank_p
+
+    time, event, group = _tied(seed)
+    km = kaplan_meier(time, event)
+    for horizon in (0.0, 3.0, 7.5, 14.0, 14.5, float(time.max()) + 1):
+        ref = survival_at(km, horizon)
+        got = km_at(time, event, horizon)
+        want = [float(ref[k].sel(group="all")) for k in ("survival", "low", "high")]
+        np.testing.assert_allclose(got, want, rtol=1e-13, equal_nan=True)
+    two = group == 1
+    assert logrank_p(time, event, two) == logrank(time, event, two).p_value
+
+
+def test_logrank_with_a_group_never_at_risk_matches_lifelines():
+    """Found by the relabelling law: group 1 leaves before the first event, so dropping a different
+    group left a numerically singular block; the full generalised inverse is label-invariant."""
+    t = np.array([2, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 1, 2, 1, 2, 2, 2], float)
+    e = np.zeros(t.size, bool)
+    e[[0, 19, 20, 21]] = True
+    g = np.zeros(t.size, int)
+    g[7], g[21] = 1, 2
+    ref = multivariate_logrank_test(t, g, e).test_statistic
+    for labels in (g, np.array(["x", "z", "y"])[g], np.array(["c", "b", "a"])[g]):
+        assert logrank(t, e, labels).statistic == pytest.approx(ref, rel=1e-9)

@@ -23,8 +23,7 @@ from scipy import stats
 from ceusflow.errors import ConvergenceWarning, InputError
 from ceusflow.survival._inputs import survival_arrays
 from ceusflow.survival.cox import Ties, _covariate_matrix, _fit, predict_survival
-
-_Z975 = float(stats.norm.ppf(0.975))
+from ceusflow.survival.kaplan_meier import km_point
 
 
 @dataclass(frozen=True)
@@ -117,22 +116,10 @@ def km_at(time: NDArray[np.float64], event: NDArray[np.bool_], horizon: float
           ) -> tuple[float, float, float]:
     """Kaplan–Meier survival at ``horizon`` with a log-log Greenwood 95 % CI.
 
-    Returns NaNs when nobody is followed up to the horizon (the estimate is undefined).
+    :func:`ceusflow.survival.kaplan_meier.km_point` (the kernel of ``kaplan_meier``); NaNs when
+    nobody is followed up to the horizon (the estimate is undefined).
     """
-    if time.size == 0 or time.max() < horizon:
-        return np.nan, np.nan, np.nan
-    times, inv = np.unique(time, return_inverse=True)
-    d = np.bincount(inv, weights=event.astype(float))
-    at_risk = time.size - np.r_[0, np.cumsum(np.bincount(inv))[:-1]]
-    use = (times <= horizon) & (d > 0)
-    d, at_risk = d[use], at_risk[use]
-    s = float(np.prod(1.0 - d / at_risk))
-    if s <= 0.0 or s >= 1.0:
-        return s, s, s
-    with np.errstate(divide="ignore"):
-        se = np.sqrt(np.sum(d / (at_risk * (at_risk - d)))) / abs(np.log(s))
-    c = np.log(-np.log(s))
-    return s, float(np.exp(-np.exp(c + _Z975 * se))), float(np.exp(-np.exp(c - _Z975 * se)))
+    return km_point(time, event, horizon)
 
 
 def _check_horizon(horizon: float, groups: int) -> None:

@@ -11,9 +11,14 @@ pair is concordant when ``risk_i > risk_j``, tied when ``risk_i == risk_j`` (exa
 
 Algorithm
 ---------
-Per-patient pair counts come from a dominance count over (time order, risk rank) done bit by bit
-on the risk ranks (a wavelet-matrix pass: ``ceil(log2 n)`` vectorised O(n) sweeps), so the whole
-estimate costs one sort plus O(n log n) array work, without numba.
+Patients are sorted by time once and the risks ranked once (two argsorts); per-patient counts of
+concordant, tied and comparable partners then come from one Fenwick-tree pass over time order
+(numba, :mod:`ceusflow.survival._concordance_numba`), or, without numba, from a vectorised
+wavelet-matrix dominance count (:mod:`ceusflow.survival._pair_counts`): O(n log n) either way,
+identical counts (tested). The infinitesimal-jackknife SE needs a second pass for each patient
+as the later member; the bootstrap reuses the sort for every replicate. The paired comparison
+(:func:`compare_concordance`) implements Kang et al. 2015 (R ``compareC``) in
+:mod:`ceusflow.survival._kang`.
 """
 
 from __future__ import annotations
@@ -27,9 +32,19 @@ from scipy import stats
 
 from ceusflow.errors import InputError
 from ceusflow.survival._inputs import survival_arrays
+from ceusflow.survival._kang import kang_variance
+from ceusflow.survival._pair_counts import (
+    Setup,
+    first_member,
+    first_member_sums,
+    make_setup,
+    numba_kernels,
+    second_member,
+)
 
 Method = Literal["harrell", "uno"]
 CIMethod = Literal["ij", "bootstrap", "none"]
+CompareMethod = Literal["kang", "ij", "bootstrap"]
 _PAIRWISE_MAX_N = 2000  # bootstrap through an n x n pair matrix up to this size
 
 
@@ -79,12 +94,14 @@ class ConcordanceComparison:
     z : float
         ``difference / se``.
     p_value : float
-        Two-sided p-value of H0: equal concordance (normal approximation for ``"ij"``;
-        for ``"bootstrap"`` the same Wald form with the bootstrap SE).
+        Two-sided p-value of H0: equal concordance, ``2 (1 - Phi(|z|))`` (as compareC).
     low, high : float
-        ``1 - alpha`` confidence interval of the difference.
+        ``1 - alpha`` Wald confidence interval of the difference.
     ci_method : str
-        ``"ij"`` or ``"bootstrap"``.
+        ``"kang"``, ``"ij"`` or ``"bootstrap"``.
+    var_a, var_b, cov : float
+        Estimated variances of the two C-indices and their covariance (compareC's
+        ``est.varCxy``, ``est.varCxz``, ``est.cov`` for ``"kang"``).
     """
 
     estimate_a: float
@@ -96,135 +113,38 @@ class ConcordanceComparison:
     low: float
     high: float
     ci_method: str
+    var_a: float = np.nan
+    var_b: float = np.nan
+    cov: float = np.nan
 
 
-@dataclass(frozen=True)
-class _Setup:
-    """Sorted keys shared by every evaluation on one data set (weights vary)."""
+def _ratio_and_influence(s: Setup, influence: bool) -> tuple[float, NDArray[np.float64] | None, tuple[int, int, int]]:
+    """C-index at unit weights, pair counts, and with ``influence`` dC/dw_k per patient (IJ).
 
-    time_rank: NDArray[np.int64]
-    event: NDArray[np.bool_]
-    rank: NDArray[np.int64]
-    n_ranks: int
-    g: NDArray[np.float64]  # per-patient weight as first (event) member: 1 or IPCW^2
-
-
-# --------------------------------------------------------------------------- kernels
-
-
-def _before_counts(
-    rank: NDArray[np.int64], weight: NDArray[np.float64], n_ranks: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Weighted counts of earlier elements with smaller and with equal rank.
-
-    Elements are given in their sweep order. Returns ``less[q] = sum_{p<q} w_p [r_p < r_q]`` and
-    ``equal[q] = sum_{p<q} w_p [r_p == r_q]`` in that same order.
+    The influence vector is in patient order (``k`` indexes the input rows).
     """
-    n = rank.size
-    acc = np.zeros(n)  # running "less" count, kept in the current arrangement
-    idx, r, w = np.arange(n, dtype=np.int64), rank.astype(np.int64), weight
-    for k in range(max(1, int(n_ranks - 1).bit_length()) - 1, -1, -1):
-        ones = (r >> k) & 1
-        zero_w = w * (1 - ones)
-        excl = np.cumsum(zero_w)
-        excl -= zero_w
-        acc += ones * (excl - excl[_run_starts(r >> (k + 1))])
-        is_one = ones.astype(bool)
-        perm = np.concatenate((np.flatnonzero(~is_one), np.flatnonzero(is_one)))
-        idx, r, w, acc = idx[perm], r[perm], w[perm], acc[perm]
-    excl = np.cumsum(w) - w
-    less, equal = np.empty(n), np.empty(n)
-    less[idx] = acc
-    equal[idx] = excl - excl[_run_starts(r)]
-    return less, equal
-
-
-def _run_starts(key: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Index of the first element of each element's run of equal consecutive keys."""
-    new = np.empty(key.size, dtype=bool)
-    new[0] = True
-    np.not_equal(key[1:], key[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
-    return starts[np.cumsum(new) - 1]
-
-
-def _sweep(
-    s: _Setup, order: NDArray[np.int64], rank: NDArray[np.int64], w_before: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-    """Count earlier elements in ``order``, minus same-time events (never comparable).
-
-    Returns (less, equal, total) per patient in the original indexing.
-    """
-    r, w, ev = rank[order], w_before[order], s.event[order]
-    less, equal = _before_counts(r, w, s.n_ranks)
-    total = np.cumsum(w) - w
-    grp = (s.time_rank[order] * 2 + ev) * s.n_ranks  # same time & both events
-    same_ev = w * ev
-    excl_ev = np.cumsum(same_ev) - same_ev
-    t_start = _run_starts(s.time_rank[order] * 2 + ev)
-    r_start = _run_starts(grp + r)
-    total = total - np.where(ev, excl_ev - excl_ev[t_start], 0.0)
-    equal = equal - np.where(ev, excl_ev - excl_ev[r_start], 0.0)
-    out = [np.empty_like(less) for _ in range(3)]
-    for o, v in zip(out, (less, equal, total), strict=True):
-        o[order] = v
-    return out[0], out[1], out[2]
-
-
-def _first_member(s: _Setup, w: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
-    """For each event i: weighted concordant, tied and comparable partners j (later times)."""
-    key = ((s.time_rank.max() - s.time_rank) * 2 + s.event) * s.n_ranks + (s.n_ranks - 1 - s.rank)
-    order = np.argsort(key, kind="stable")
-    return _sweep(s, order, s.rank, w)
-
-
-def _second_member(s: _Setup, v: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
-    """For each patient j: weighted events i earlier than j with higher, equal and any risk."""
-    neg = s.n_ranks - 1 - s.rank
-    key = (s.time_rank * 2 + ~s.event) * s.n_ranks + (s.n_ranks - 1 - neg)
-    order = np.argsort(key, kind="stable")
-    return _sweep(s, order, neg, v * s.event)
-
-
-def _setup(
-    time: NDArray[np.float64],
-    event: NDArray[np.bool_],
-    risk: NDArray[np.float64],
-    g: NDArray[np.float64],
-) -> _Setup:
-    _, time_rank = np.unique(time, return_inverse=True)
-    uniq, rank = np.unique(risk, return_inverse=True)
-    return _Setup(time_rank.astype(np.int64), event, rank.astype(np.int64), int(uniq.size), g)
-
-
-def _ratio_and_influence(
-    s: _Setup, influence: bool
-) -> tuple[float, NDArray[np.float64] | None, tuple[int, int, int]]:
-    """C-index at unit frequency weights; with ``influence`` also dC/dw_k (IJ)."""
     ones = np.ones(s.rank.size)
-    less, equal, comp = _first_member(s, ones)
-    v = s.g * s.event
-    num_k, den_k = v * (less + 0.5 * equal), v * comp
-    den = den_k.sum()
+    lower, equal, den, n_lower, n_equal, n_comp = first_member_sums(s, ones)
     if den <= 0:
-        raise InputError(
-            "time/event", "no comparable pairs", "need at least one event before a later time"
-        )
-    c = float(num_k.sum() / den)
-    pos = v > 0
-    counts = (int(comp[pos].sum()), int(less[pos].sum()), int(equal[pos].sum()))
+        raise InputError("time/event", "no comparable pairs", "need at least one event before a later time")
+    c = float((lower + 0.5 * equal) / den)
+    counts = (int(n_comp), int(n_lower), int(n_equal))
     if not influence:
         return c, None, counts
-    less2, equal2, comp2 = _second_member(s, s.g)
-    d_num = num_k + less2 + 0.5 * equal2
-    d_den = den_k + comp2
-    return c, (d_num - c * d_den) / den, counts
+    less, eq, comp = first_member(s, ones)
+    v = s.g * s.event
+    higher2, eq2, comp2 = second_member(s, s.g)
+    d_num = v * (less + 0.5 * eq) + higher2 + 0.5 * eq2
+    d_den = v * comp + comp2
+    infl = np.empty(ones.size)
+    infl[s.order] = (d_num - c * d_den) / den
+    return c, infl, counts
 
 
 # --------------------------------------------------------------------------- bootstrap
 
 
-def _pair_matrices(s: _Setup) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _pair_matrices(s: Setup) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Dense kernel K (concordance credit) and M (comparable) for small n, first member on rows."""
     ti, tj = s.time_rank[:, None], s.time_rank[None, :]
     later = (tj > ti) | ((tj == ti) & ~s.event[None, :])
@@ -235,18 +155,18 @@ def _pair_matrices(s: _Setup) -> tuple[NDArray[np.float64], NDArray[np.float64]]
 
 
 def _boot_weights(n: int, n_boot: int, rng: np.random.Generator) -> NDArray[np.float64]:
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    """Frequency weights (n_boot, n) of patient resamples with replacement."""
+    draws = rng.integers(0, n, (n_boot, n)) + np.arange(n_boot)[:, None] * n
+    return np.bincount(draws.ravel(), minlength=n * n_boot).reshape(n_boot, n).astype(float)
 
 
-def _boot_replicates(
-    setups: list[_Setup], n_boot: int, rng: np.random.Generator
-) -> NDArray[np.float64]:
+def _boot_replicates(setups: list[Setup], n_boot: int, rng: np.random.Generator) -> NDArray[np.float64]:
     """C-index replicates (n_boot, len(setups)) on shared resamples of the patients."""
     n = setups[0].rank.size
-    weights = _boot_weights(n, n_boot, rng)
+    weights = _boot_weights(n, n_boot, rng)[:, setups[0].order]  # patients -> time order
     out = np.empty((n_boot, len(setups)))
     for col, s in enumerate(setups):
-        if n <= _PAIRWISE_MAX_N:
+        if n <= _PAIRWISE_MAX_N and numba_kernels() is None:
             kern, comp = _pair_matrices(s)
             for lo in range(0, n_boot, 256):
                 w = weights[lo : lo + 256]
@@ -258,12 +178,10 @@ def _boot_replicates(
     return out
 
 
-def _weighted_c(s: _Setup, w: NDArray[np.float64]) -> float:
-    """C-index with frequency weights ``w`` (a bootstrap replicate), via the O(n log n) sweep."""
-    less, equal, comp = _first_member(s, w)
-    v = w * s.g * s.event
-    den = (v * comp).sum()
-    return float((v * (less + 0.5 * equal)).sum() / den) if den > 0 else np.nan
+def _weighted_c(s: Setup, w: NDArray[np.float64]) -> float:
+    """C-index with frequency weights ``w`` (time order; a bootstrap replicate), O(n log n)."""
+    lower, equal, den = first_member_sums(s, w)[:3]
+    return float((lower + 0.5 * equal) / den) if den > 0 else np.nan
 
 
 # --------------------------------------------------------------------------- public
@@ -273,11 +191,13 @@ def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
-def _check_options(method: str, ci: str, alpha: float, n_boot: int) -> None:
+def _check_options(
+    method: str, ci: str, alpha: float, n_boot: int, allowed: tuple[str, ...] = ("ij", "bootstrap", "none")
+) -> None:
     if method not in ("harrell", "uno"):
         raise InputError("method", f"unknown method {method!r}", "use 'harrell' or 'uno'")
-    if ci not in ("ij", "bootstrap", "none"):
-        raise InputError("ci", f"unknown CI method {ci!r}", "use 'ij', 'bootstrap' or 'none'")
+    if ci not in allowed:
+        raise InputError("ci", f"unknown CI method {ci!r}", "use one of " + ", ".join(map(repr, allowed)))
     if not 0 < alpha < 1:
         raise InputError("alpha", f"must be in (0, 1), got {alpha}", "use e.g. 0.05")
     if ci == "bootstrap" and n_boot < 10:
@@ -311,18 +231,22 @@ def _ipcw_squared(
 
 
 def _prepare(
-    time: Any, event: Any, risk: Any, method: str, tau: float | None, train: tuple[Any, Any] | None
-) -> _Setup:
+    time: Any,
+    event: Any,
+    risk: Any,
+    method: str,
+    tau: float | None,
+    train: tuple[Any, Any] | None,
+    order: NDArray[np.int64] | None = None,
+) -> Setup:
     t, e, r = survival_arrays(time, event, risk, names=("risk",))
     if tau is not None and not (np.isfinite(tau) and tau > 0):
         raise InputError("tau", f"must be a positive time, got {tau}", "use e.g. 24 (months)")
     g = _ipcw_squared(t, e, tau, train) if method == "uno" else np.ones(t.size)
-    return _setup(t, e, r, g)
+    return make_setup(t, e, r, g, order)
 
 
-def _interval(
-    c: float, se: float, reps: NDArray[np.float64] | None, alpha: float
-) -> tuple[float, float]:
+def _interval(c: float, se: float, reps: NDArray[np.float64] | None, alpha: float) -> tuple[float, float]:
     if reps is not None:
         lo, hi = np.nanquantile(reps, [alpha / 2, 1 - alpha / 2])
         return float(lo), float(hi)
@@ -398,47 +322,68 @@ def compare_concordance(
     *,
     method: Method = "harrell",
     tau: float | None = None,
-    ci: Literal["ij", "bootstrap"] = "ij",
+    ci: CompareMethod = "kang",
     n_boot: int = 1000,
     alpha: float = 0.05,
     rng: np.random.Generator | int | None = None,
 ) -> ConcordanceComparison:
-    """Paired test of two C-indices on the same patients.
+    """Paired test of two C-indices on the same patients (Kang et al. 2015, R ``compareC``).
 
-    The SE of ``C_a - C_b`` is the infinitesimal jackknife of the difference,
-    ``sqrt(sum_k (U_k^a - U_k^b)^2)`` with ``U_k = dC/dw_k`` — the same first-order (Hajek
-    projection) variance that Kang et al. 2015 (R ``compareC``) derive for the U-statistic;
-    asymptotically equivalent, not digit-identical (compareC uses its own finite-sample
-    U-statistic variance). ``ci="bootstrap"`` resamples patients jointly for both scores.
+    ``ci="kang"`` (default, Harrell's C only) is compareC's ``compareC``/``vardiffC``: both C
+    are ratios of two U-statistics, their unbiased U-statistic (co)variances are carried to
+    ``C_a - C_b`` by the delta method, and ``z = (C_a - C_b) / SE`` is referred to the normal
+    distribution. It reproduces compareC's published output (``docs/statistics.md``); it costs
+    O(n^2) time for one cross-product (n = 10^4 in about a second). ``ci="ij"``: the
+    infinitesimal jackknife of the difference, ``sqrt(sum_k (U_k^a - U_k^b)^2)`` with
+    ``U_k = dC/dw_k`` (O(n log n); also for Uno's C). ``ci="bootstrap"``: SD of the difference
+    over joint patient resamples.
 
     Parameters
     ----------
     time, event : array-like (n,)
         Follow-up time (months) and event indicator.
     risk_a, risk_b : array-like (n,)
-        The two risk scores (higher = earlier event).
+        The two risk scores (higher = earlier event). compareC wants survival-like scores, so
+        ``compareC(time, status, -risk_a, -risk_b)`` is the R equivalent.
     method, tau, n_boot, alpha, rng
         As in :func:`concordance`.
-    ci : {"ij", "bootstrap"}
+    ci : {"kang", "ij", "bootstrap"}
         How the SE of the difference is obtained.
 
     Returns
     -------
     ConcordanceComparison
-        Difference ``a - b``, its SE, z, two-sided p and CI.
+        Difference ``a - b``, its SE, z, two-sided p, CI, and the variances and covariance of the
+        two estimates.
     """
-    _check_options(method, ci, alpha, n_boot)
+    _check_options(method, ci, alpha, n_boot, allowed=("kang", "ij", "bootstrap"))
+    if ci == "kang" and method != "harrell":
+        raise InputError("ci", "Kang's (compareC) variance is for Harrell's C", "use ci='ij' or 'bootstrap'")
     sa = _prepare(time, event, risk_a, method, tau, None)
-    sb = _prepare(time, event, risk_b, method, tau, None)
+    sb = _prepare(time, event, risk_b, method, tau, None, order=sa.order)
+    if ci == "kang" and sa.rank.size < 4:
+        raise InputError("time", f"{sa.rank.size} patients", "Kang's variance needs at least 4")
     ca, ia, _ = _ratio_and_influence(sa, ci == "ij")
     cb, ib, _ = _ratio_and_influence(sb, ci == "ij")
-    if ci == "ij" and ia is not None and ib is not None:
-        se = float(np.sqrt(np.sum((ia - ib) ** 2)))
+    if ci == "kang":
+        kv = kang_variance(sa, sb)
+        var_a, var_b, cov = kv.var_a, kv.var_b, kv.cov
+    elif ia is not None and ib is not None:
+        var_a, var_b, cov = float(ia @ ia), float(ib @ ib), float(ia @ ib)
     else:
         reps = _boot_replicates([sa, sb], n_boot, _as_rng(rng))
-        se = float(np.nanstd(reps[:, 0] - reps[:, 1], ddof=1))
+        m = np.cov(reps[np.isfinite(reps).all(1)], rowvar=False)
+        var_a, var_b, cov = float(m[0, 0]), float(m[1, 1]), float(m[0, 1])
+    return _comparison(ca, cb, var_a, var_b, cov, alpha, ci)
+
+
+def _comparison(
+    ca: float, cb: float, var_a: float, var_b: float, cov: float, alpha: float, ci: str
+) -> ConcordanceComparison:
+    """Wald test and interval of ``ca - cb``; a (numerically) negative variance is read as 0."""
     diff = ca - cb
-    z = diff / se if se > 0 else (0.0 if diff == 0 else np.inf)
+    se = float(np.sqrt(max(var_a + var_b - 2 * cov, 0.0)))
+    z = diff / se if se > 0 else (0.0 if diff == 0 else float(np.copysign(np.inf, diff)))
     half = float(stats.norm.ppf(1 - alpha / 2)) * se
     p = float(2 * stats.norm.sf(abs(z)))
-    return ConcordanceComparison(ca, cb, diff, se, float(z), p, diff - half, diff + half, ci)
+    return ConcordanceComparison(ca, cb, diff, se, float(z), p, diff - half, diff + half, ci, var_a, var_b, cov)

@@ -100,15 +100,62 @@ def _km_one(
 ) -> dict[str, NDArray[np.float64]]:
     """KM estimate, Greenwood CI and counts of one group on the common time grid."""
     at_risk, events, censored = _counts(t, e, grid)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        surv = np.cumprod(np.where(at_risk > 0, 1 - events / at_risk, 1.0))
-        gw = np.cumsum(np.where(at_risk > events, events / (at_risk * (at_risk - events)), 0.0))
+    surv, gw = _product_limit(at_risk, events)
     low, high = _confidence(surv, gw, z, conf_type)
     beyond = grid > t.max()
     out = {"survival": surv, "low": low, "high": high}
     for v in out.values():
         v[beyond] = np.nan
     return out | {"at_risk": at_risk, "events": events, "censored": censored}
+
+
+def _product_limit(
+    at_risk: NDArray[np.float64], events: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Kaplan–Meier survival and the Greenwood sum ``sum d / (n (n - d))`` at each grid time."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        surv = np.cumprod(np.where(at_risk > 0, 1 - events / at_risk, 1.0))
+        gw = np.cumsum(np.where(at_risk > events, events / (at_risk * (at_risk - events)), 0.0))
+    return surv, gw
+
+
+def km_point(
+    time: NDArray[np.float64],
+    event: NDArray[np.bool_],
+    t: float,
+    *,
+    alpha: float = 0.05,
+    conf_type: ConfType = "log-log",
+) -> tuple[float, float, float]:
+    """Kaplan–Meier survival at one time with its pointwise CI, for validated arrays (fast path).
+
+    The same estimator as :func:`kaplan_meier` followed by :func:`survival_at` (shared
+    kernels), without the xarray containers, for loops over bootstrap replicates and thresholds.
+
+    Parameters
+    ----------
+    time, event : ndarray (n,)
+        Follow-up times (float) and event indicator (bool), already validated.
+    t : float
+        Time at which to read the curve (right-continuous).
+    alpha, conf_type
+        As in :func:`kaplan_meier`.
+
+    Returns
+    -------
+    tuple of float
+        ``(survival, low, high)``; NaNs when ``t`` is after the last follow-up (or no patients).
+    """
+    if time.size == 0 or t > time.max():
+        return np.nan, np.nan, np.nan
+    grid = np.unique(time[event & (time <= t)])
+    if grid.size == 0:
+        return 1.0, 1.0, 1.0
+    at_risk, events, _ = _counts(time, event, grid)
+    surv, gw = _product_limit(at_risk, events)
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    low, high = _confidence(surv[-1:], gw[-1:], z, conf_type)
+    return float(surv[-1]), float(low[0]), float(high[0])
 
 
 def _counts(
@@ -284,7 +331,10 @@ def logrank(time: Any, event: Any, group: Any) -> LogRank:
     frac = n_g / n_tot[:, None]
     cov = np.diag(scale @ frac) - np.einsum("m,mk,ml->kl", scale, frac, frac)
     diff = d_g.sum(0) - expected.sum(0)
-    stat = float(diff[:-1] @ np.linalg.pinv(cov[:-1, :-1]) @ diff[:-1])
+    # generalised inverse of the full k x k matrix (rank k - 1): equal to the usual form that drops
+    # one group, but invariant to which group that would be when a group never is at risk at an
+    # event time (where dropping another group leaves a numerically singular block)
+    stat = float(diff @ np.linalg.pinv(cov, rcond=1e-10, hermitian=True) @ diff)
     df = len(levels) - 1
     return LogRank(
         stat, df, float(stats.chi2.sf(stat, df)), tuple(levels), d_g.sum(0), expected.sum(0)

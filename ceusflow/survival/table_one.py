@@ -24,6 +24,7 @@ from scipy import stats
 
 from ceusflow.errors import InputError
 from ceusflow.survival._inputs import survival_arrays
+from ceusflow.survival.kaplan_meier import logrank
 
 
 @dataclass(frozen=True)
@@ -150,18 +151,8 @@ def table_one(df: pd.DataFrame, group: str, *, continuous: Sequence[str] | None 
 
 def logrank_p(time: NDArray[np.float64], event: NDArray[np.bool_], group: NDArray[np.bool_]
               ) -> float:
-    """Two-group log-rank test p-value (chi-squared, 1 df), vectorised over event times."""
-    times, inv = np.unique(time, return_inverse=True)
-    d = np.bincount(inv, weights=event.astype(float))
-    d1 = np.bincount(inv, weights=(event & group).astype(float), minlength=times.size)
-    leave, leave1 = np.bincount(inv), np.bincount(inv, weights=group.astype(float),
-                                                  minlength=times.size)
-    n = time.size - np.r_[0, np.cumsum(leave)[:-1]]
-    n1 = group.sum() - np.r_[0, np.cumsum(leave1)[:-1]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(n > 1, d * (n1 / n) * (1 - n1 / n) * (n - d) / (n - 1), 0.0)
-    stat = (d1 - d * n1 / n).sum() ** 2 / var.sum() if var.sum() > 0 else 0.0
-    return float(stats.chi2.sf(stat, 1))
+    """Two-group log-rank p-value (chi-squared, 1 df): :func:`ceusflow.survival.logrank`'s."""
+    return logrank(time, event, group).p_value
 
 
 def _split_pvalues(df: pd.DataFrame, is_train: NDArray[np.bool_],
