@@ -1,11 +1,13 @@
 """Training throughput (patients/s) of both profiles at paper-scale input, memory vs Zarr store.
 
 One run prints, per profile: forward+backward+AdamW patients/s from tensors already in memory
-(cached ``CineBatches``) and from a Zarr store read lazily one patient at a time, their ratio,
+(cached ``CineBatches``) and from a Zarr store read lazily one patient at a time (prefetched two
+batches ahead in a thread), their ratio (median of ``--repeats`` alternating memory/store epochs,
+so slow drifts of a shared machine's load hit both paths alike),
 and the extrapolated wall time to train both treatment models on 419 patients (2:1 split, so
 ~280 training patients per epoch in total, inner validation included) for ``--epochs`` epochs.
 
-Run: ``.venv/bin/python benchmarks/train_throughput.py [--patients 32] [--epochs 30]``.
+Run: ``.venv/bin/python benchmarks/train_throughput.py [--patients 32] [--repeats 3] [--epochs 30]``.
 Input: 3 phases x 150 frames (2 fps, padded; AP 90, PP 150, VP 120 valid) x 64 x 64.
 """
 
@@ -50,12 +52,25 @@ def _patients_per_s(name: str, ds: CineBatches, n: int, batch: int) -> tuple[flo
     return n / wall, n / (cpu / torch.get_num_threads())
 
 
+def _compare(name: str, memory: CineBatches, store: CineBatches, n: int, batch: int,
+             repeats: int) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """Alternate memory and store epochs ``repeats`` times; medians and the median ratio."""
+    mem, sto = [], []
+    for _ in range(repeats):
+        mem.append(_patients_per_s(name, memory, n, batch))
+        sto.append(_patients_per_s(name, store, n, batch))
+    ratio = float(np.median([s[0] / m[0] for m, s in zip(mem, sto, strict=True)]))
+    med = lambda rows: (float(np.median([r[0] for r in rows])), float(np.median([r[1] for r in rows])))  # noqa: E731
+    return med(mem), med(sto), ratio
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--patients", type=int, default=32)
     parser.add_argument("--paper-patients", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-paper", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -64,17 +79,18 @@ def main() -> None:
         roi.chunk({"patient": 1}).to_zarr(Path(tmp) / "roi.zarr")
         lazy = xr.open_zarr(Path(tmp) / "roi.zarr")
         memory, store = CineBatches(roi, cache=True), CineBatches(lazy, cache=False)
-        print(f"torch threads: {torch.get_num_threads()}")
-        print("patients/s: wall clock [CPU time / threads]; load average", os.getloadavg()[0])
+        print(f"torch threads: {torch.get_num_threads()}; load average before: {os.getloadavg()}")
+        print("patients/s: wall clock [CPU time / threads], medians of", args.repeats,
+              "alternating epochs; store/mem = median of the per-repeat wall-clock ratios")
         print(f"{'profile':>8} {'memory':>16} {'store':>16} {'store/mem':>10} "
               f"{'both models, 419 pts':>22}")
         runs = [("cpu", args.patients)] + ([] if args.skip_paper else [("paper", args.paper_patients)])
         for name, n in runs:
-            mem = _patients_per_s(name, memory, n, min(args.batch, n))
-            sto = _patients_per_s(name, store, n, min(args.batch, n))
+            mem, sto, ratio = _compare(name, memory, store, n, min(args.batch, n), args.repeats)
             wall = args.epochs * (419 * 2 / 3) / mem[0]
             print(f"{name:>8} {mem[0]:>7.2f} [{mem[1]:>6.2f}] {sto[0]:>7.2f} [{sto[1]:>6.2f}] "
-                  f"{sto[0] / mem[0]:>10.2f} {wall / 60:>17.1f} min ({args.epochs} epochs)")
+                  f"{ratio:>10.2f} {wall / 60:>17.1f} min ({args.epochs} epochs)")
+        print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

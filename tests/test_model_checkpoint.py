@@ -72,3 +72,11 @@ def test_not_a_checkpoint_raises(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(InputError, match="checkpoint"):
         load_model(tmp_path)
+
+
+def test_info_round_trips(trained, tmp_path):
+    import dataclasses
+
+    _, result = trained
+    tagged = dataclasses.replace(result, info={"treatment": "SR", "n_train": 20})
+    assert load_model(save_model(tagged, tmp_path / "m")).info == {"treatment": "SR", "n_train": 20}

@@ -78,7 +78,7 @@ def load_model(path: str | Path) -> Trained:
                          coords={"epoch": np.arange(1, len(hist["loss"]) + 1)})
     return Trained(model.eval(), TrainConfig.from_json(json.dumps(meta["train_config"])), history,
                    int(meta["best_epoch"]), tuple(meta["inner_patients"]), meta["cohort_hash"],
-                   meta["preprocessing"])
+                   meta["preprocessing"], meta.get("info", {}))
 
 
 def _config_json(trained: Trained) -> dict[str, Any]:
@@ -89,6 +89,7 @@ def _config_json(trained: Trained) -> dict[str, Any]:
         "preprocessing": trained.preprocessing, "cohort_hash": trained.cohort_hash,
         "best_epoch": trained.best_epoch, "inner_patients": list(trained.inner_patients),
         "history": {k: trained.history[k].values.tolist() for k in trained.history.data_vars},
+        "info": trained.info,
     }
 
 

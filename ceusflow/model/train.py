@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -141,6 +142,8 @@ class Trained:
         :func:`ceusflow.model.batches.cohort_hash` of the training cohort.
     preprocessing : dict
         :func:`ceusflow.model.batches.describe_roi` of the training cohort.
+    info : dict
+        Free JSON-ready facts saved with the checkpoint (e.g. ``treatment``, set by the CLI).
     """
 
     model: CoxCNN
@@ -150,6 +153,7 @@ class Trained:
     inner_patients: tuple[str, ...]
     cohort_hash: str
     preprocessing: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -279,23 +283,25 @@ def _collate(ds: CineBatches, idx: Tensor, device: torch.device) -> tuple[Tensor
     return tuple(part.to(device, non_blocking=True) for part in ds.batch(idx))
 
 
-def _batches(ds: CineBatches, order: Tensor, size: int,
-             device: torch.device) -> Iterator[tuple[Tensor, ...]]:
-    """Yield batches in ``order``; a lazy dataset loads the next batch in a background thread.
+def _batches(ds: CineBatches, order: Tensor, size: int, device: torch.device,
+             depth: int = 2) -> Iterator[tuple[Tensor, ...]]:
+    """Yield batches in ``order``; a lazy dataset is read ``depth`` batches ahead in a thread.
 
+    Reading (Zarr decompression releases the GIL) thus overlaps the forward/backward pass.
     Items depend only on (seed, epoch, index), so prefetching does not change any result.
     """
-    chunks = order.split(size)
+    chunks = list(order.split(size))
     if ds.cached or not chunks:
         yield from (_collate(ds, idx, device) for idx in chunks)
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_collate, ds, chunks[0], device)
-        for nxt in (*chunks[1:], None):
-            batch = pending.result()
-            if nxt is not None:
-                pending = pool.submit(_collate, ds, nxt, device)
+        pending = deque(pool.submit(_collate, ds, idx, device) for idx in chunks[:depth])
+        for nxt in chunks[depth:]:
+            batch = pending.popleft().result()
+            pending.append(pool.submit(_collate, ds, nxt, device))
             yield batch
+        while pending:
+            yield pending.popleft().result()
 
 
 def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager[Any]:
