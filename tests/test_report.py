@@ -1,0 +1,55 @@
+"""The HTML report is self-contained and renders in a real browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ceusflow.report.write import figure_section, save_figures, table_html, write_outputs
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.fixture()
+def report(tmp_path: Path) -> Path:
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 2], [1.0, 0.8, 0.5])
+    pngs = save_figures({"km_RFA_val": fig}, tmp_path / "figures")
+    table = pd.DataFrame({"C-index": [0.72, np.nan]}, index=pd.Index(["R-RFA", "R-SR"], name="model"))
+    sections = [("Signatures", table_html(table) + figure_section(pngs, "km_", {"km_RFA_val": "KM"}))]
+    return write_outputs(tmp_path, metrics={"c": 0.72, "nan": float("nan")}, predictions=pd.DataFrame({"a": [1]}),
+                         sections=sections, title="test report")
+
+
+def test_outputs_written(report: Path) -> None:
+    folder = report.parent
+    assert (folder / "figures" / "km_RFA_val.png").is_file() and (folder / "figures" / "km_RFA_val.svg").is_file()
+    assert '"nan": null' in (folder / "metrics.json").read_text()
+    html = report.read_text()
+    assert "<table>" in html and "–" in html  # NaN shown as a dash
+    assert re.findall(r'<img [^>]*src="([^"]+)"', html) and all(
+        s.startswith("data:image/png;base64,") for s in re.findall(r'<img [^>]*src="([^"]+)"', html))
+    assert "http://" not in html and "https://" not in html  # nothing fetched when opened offline
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium not installed")
+def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
+    assert CHROMIUM is not None, "CI must install chromium (see .ci/run)"
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1400", f"--screenshot={shot}",
+                    report.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 5  # not a blank page
+    plot_area = pixels[200:900, :]
+    assert (plot_area < 128).mean() > 0.005  # the inlined figure drew dark lines and text
