@@ -116,6 +116,41 @@ def convert(
     raise typer.Exit(code=report.exit_code(strict=strict))
 
 
+@app.command("config")
+def print_config() -> None:
+    """Print the full, commented default study configuration (TOML) for ``run --config``."""
+    from ceusflow.pipeline.config import DEFAULT_TOML
+
+    typer.echo(DEFAULT_TOML, nl=False)
+
+
+@app.command()
+def run(
+    cohort: Annotated[Path, typer.Argument(help="Hospital export: dicom/**, clinical.csv, rois.csv.")],
+    out: Annotated[Path, typer.Option("--out", help="Results folder.")] = Path("results"),
+    config: Annotated[Path | None, typer.Option(help="Study TOML (see `ceusflow config`).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Cohort store (default stores/<out name>.zarr).")] = None,
+    workers: Annotated[int, typer.Option(help="0: in-process; N: N local processes.")] = 0,
+    scheduler: Annotated[str | None, typer.Option(help="Address of a dask.distributed scheduler.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda (overrides the config).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (overrides the config).")] = None,
+) -> None:
+    """Run the whole study: convert, preprocess, split, train R-RFA/R-SR, statistics, recommendations, report."""
+    import dataclasses
+
+    from ceusflow.pipeline.config import load_config
+    from ceusflow.pipeline.run import run_study
+
+    try:
+        study = load_config(config, seed=seed)
+        if device:
+            study = dataclasses.replace(study, train=dataclasses.replace(study.train, device=device))
+        summary = run_study(cohort, out, study, store=store, workers=workers, scheduler=scheduler)
+    except InputError as err:
+        _fail(err)
+    typer.echo(f"report: {summary.report}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Argument(help="Working folder for the demo.")] = Path("stores/demo"),
@@ -141,6 +176,16 @@ def demo(
     typer.echo(f"store ready: {store}; pseudonym mapping kept separately beside it (owner-only permissions)")
     if report.exit_code() != 0:
         raise typer.Exit(code=1)
+
+
+def _register_stage_commands() -> None:
+    from ceusflow import cli_model, cli_preprocess
+
+    cli_preprocess.register(app)
+    cli_model.register(app)
+
+
+_register_stage_commands()
 
 
 def main() -> None:

@@ -62,6 +62,8 @@ def recommendations(patients: pd.DataFrame, config: StudyConfig) -> tuple[pd.Dat
                         & (patients.loc[frame.index, "split"] == "train")] for arm in TREATMENTS}
     horizon = config.statistics.horizon_months
     point = rec.nomogram_predictions(train["RFA"], train["SR"], frame, cols, horizon=horizon)
+    point = point[np.isfinite(point).all(axis=1)]  # a diverged nomogram gives no advice, not a crash
+    frame = frame.loc[point.index]
     boot = functools.partial(rec.bootstrap_nomogram_predictions, train["RFA"], train["SR"], frame, cols,
                              horizon=horizon)
     table = rec.recommend(point["pfs2y_rfa"], point["pfs2y_sr"], treatment=patients.loc[frame.index, "treatment"],

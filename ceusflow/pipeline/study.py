@@ -95,18 +95,53 @@ def _td_auc(train: pd.DataFrame, cohort: pd.DataFrame, sig: str, config: StudyCo
     return {"estimate": auc.estimate, "low": auc.low, "high": auc.high}
 
 
-def fit_nomogram(patients: pd.DataFrame, arm: str, config: StudyConfig) -> tuple[Any, list[str], pd.DataFrame]:
-    """Backward stepwise AIC (+ optional p filter) on the arm's training cohort, signature included.
+def screen_candidates(duration: pd.Series, event: pd.Series, x: pd.DataFrame, *, p_max: float = 0.1,
+                      events_per_term: int = 10) -> list[str]:
+    """Univariable Cox screening of candidate covariates, as the paper's "significant prognostic values".
 
-    Returns the final Cox fit, the selected terms and the arm's design matrix (all patients).
+    Keeps covariates with univariable p < ``p_max``, strongest first, at most one per
+    ``events_per_term`` events (the usual events-per-variable rule), so that small cohorts do not
+    feed stepwise selection more terms than their events can support.
+    """
+    pvals = {}
+    for name in x.columns:
+        if x[name].nunique() > 1:
+            fit = survival.fit_cox(duration, event, x[[name]])
+            if fit.converged:
+                pvals[name] = float(fit.params.loc[name, "p"])
+    ranked = sorted((p, n) for n, p in pvals.items() if p < p_max)
+    cap = max(int(event.sum()) // events_per_term, 1)
+    return [n for _, n in ranked[:cap]]
+
+
+def _stepwise(patients: pd.DataFrame, arm: str, x: pd.DataFrame, config: StudyConfig,
+              keep: tuple[str, ...] = ()) -> Any:
+    train = (patients["treatment"] == arm) & (patients["split"] == "train") & x.notna().all(axis=1)
+    t, e = patients.loc[train, "duration"], patients.loc[train, "event"]
+    clinical = [c for c in x.columns if c not in keep]
+    chosen = screen_candidates(t, e, x.loc[train, clinical], events_per_term=10)
+    terms = [*chosen, *keep]
+    if not terms:
+        return None
+    return survival.stepwise_aic(t, e, x.loc[train, terms], p_filter=config.statistics.stepwise_p_filter or None)
+
+
+def fit_nomogram(patients: pd.DataFrame, arm: str, config: StudyConfig) -> tuple[Any, list[str], pd.DataFrame]:
+    """Screened clinical candidates plus the signature, backward stepwise AIC (+ optional p filter).
+
+    Fitted on the arm's training cohort. Returns the final Cox fit, the selected terms and the arm's
+    design matrix (all patients). The signature is always offered to the selection.
     """
     x = design_matrix(patients).assign(signature=patients[f"signature_{arm.lower()}"])
-    train = (patients["treatment"] == arm) & (patients["split"] == "train")
-    rows = train & x.notna().all(axis=1)
-    p_filter = config.statistics.stepwise_p_filter or None
-    step = survival.stepwise_aic(patients.loc[rows, "duration"], patients.loc[rows, "event"], x[rows],
-                                 p_filter=p_filter)
-    return step.fit, list(step.selected), x
+    step = _stepwise(patients, arm, x, config, keep=("signature",))
+    selected = list(step.selected) or ["signature"]
+    fit = step.fit if step.selected else _fit_terms(patients, arm, x, selected)
+    return fit, selected, x
+
+
+def _fit_terms(patients: pd.DataFrame, arm: str, x: pd.DataFrame, terms: list[str]) -> Any:
+    train = (patients["treatment"] == arm) & (patients["split"] == "train") & x[terms].notna().all(axis=1)
+    return survival.fit_cox(patients.loc[train, "duration"], patients.loc[train, "event"], x.loc[train, terms])
 
 
 def nomogram_predictions(patients: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -131,14 +166,13 @@ def nomogram_predictions(patients: pd.DataFrame, config: StudyConfig) -> tuple[p
 def _clinical_only(patients: pd.DataFrame, arm: str, config: StudyConfig) -> pd.Series:
     """2-year PFS from a nomogram of clinical variables only (the decision-curve comparator)."""
     x = design_matrix(patients)
-    rows = (patients["treatment"] == arm) & (patients["split"] == "train") & x.notna().all(axis=1)
-    step = survival.stepwise_aic(patients.loc[rows, "duration"], patients.loc[rows, "event"], x[rows],
-                                 p_filter=config.statistics.stepwise_p_filter or None)
+    step = _stepwise(patients, arm, x, config)
+    out = pd.Series(np.nan, index=patients.index)
+    if step is None or not step.selected:
+        return out  # no clinical variable carries prognostic information here
     selected = list(step.selected)
     complete = x[selected].notna().all(axis=1)
-    out = pd.Series(np.nan, index=patients.index)
-    out[complete] = survival.predict_survival(step.fit, x.loc[complete, selected],
-                                              config.statistics.horizon_months)
+    out[complete] = survival.predict_survival(step.fit, x.loc[complete, selected], config.statistics.horizon_months)
     return out
 
 
@@ -160,18 +194,25 @@ def calibration_and_dca(patients: pd.DataFrame, preds: pd.DataFrame, arm: str,
     out: dict[str, Any] = {}
     figures: dict[str, Figure] = {}
     for name in ("train", "val"):
-        rows = own & (patients["split"] == name) & pfs.notna() & clinical.notna()
-        g = patients[rows]
-        cal = survival.calibration(g["duration"], g["event"], pfs[rows], horizon=horizon, groups=3)
-        gb = survival.gronnesby_borgan(g["duration"], g["event"], np.log(-np.log(pfs[rows].clip(1e-9, 1 - 1e-9))),
-                                       groups=5)
-        known = (g["duration"] >= horizon) | g["event"]
-        hl = survival.hosmer_lemeshow((g["event"] & (g["duration"] < horizon))[known], 1 - pfs[rows][known], groups=5)
-        out[name] = {"calibration_slope": cal.slope, "calibration_in_the_large": cal.intercept,
-                     "gronnesby_borgan_p": gb.p_value, "hosmer_lemeshow_logistic_p": hl.p_value}
-        figures[f"calibration_{arm}_{name}"] = survival.plot_calibration(cal)
-        dca = survival.decision_curve(g["duration"], g["event"],
-                                      {"nomogram with signature": 1 - pfs[rows], "clinical only": 1 - clinical[rows]},
-                                      horizon=horizon)
-        figures[f"dca_{arm}_{name}"] = survival.plot_decision_curve(dca)
+        rows = own & (patients["split"] == name) & pfs.notna()
+        try:
+            out[name], figs = _calibration_one(patients[rows], pfs[rows], clinical[rows], horizon)
+        except ValueError as err:  # InputError: too few patients or events past the horizon
+            out[name], figs = {"note": str(err)}, {}
+        figures.update({f"{kind}_{arm}_{name}": fig for kind, fig in figs.items()})
     return out, figures
+
+
+def _calibration_one(g: pd.DataFrame, pfs: pd.Series, clinical: pd.Series,
+                     horizon: float) -> tuple[dict[str, Any], dict[str, Figure]]:
+    cal = survival.calibration(g["duration"], g["event"], pfs, horizon=horizon, groups=3)
+    gb = survival.gronnesby_borgan(g["duration"], g["event"], np.log(-np.log(pfs.clip(1e-9, 1 - 1e-9))), groups=5)
+    known = (g["duration"] >= horizon) | g["event"]
+    hl = survival.hosmer_lemeshow((g["event"] & (g["duration"] < horizon))[known], 1 - pfs[known], groups=5)
+    risks = {"nomogram with signature": 1 - pfs}
+    if clinical.notna().all():
+        risks["clinical only"] = 1 - clinical
+    dca = survival.decision_curve(g["duration"], g["event"], risks, horizon=horizon)
+    metrics = {"calibration_slope": cal.slope, "calibration_in_the_large": cal.intercept,
+               "gronnesby_borgan_p": gb.p_value, "hosmer_lemeshow_logistic_p": hl.p_value}
+    return metrics, {"calibration": survival.plot_calibration(cal), "dca": survival.plot_decision_curve(dca)}

@@ -250,6 +250,12 @@ def fit_cox(time: Any, event: Any, covariates: pd.DataFrame, *, ties: Ties = "ef
 
 def _fit(t: NDArray[np.float64], e: NDArray[np.bool_], x: NDArray[np.float64],
          names: tuple[str, ...], ties: str, penalizer: float) -> CoxFit:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # diverging fits warn once, below
+        return _fit_unguarded(t, e, x, names, ties, penalizer)
+
+
+def _fit_unguarded(t: NDArray[np.float64], e: NDArray[np.bool_], x: NDArray[np.float64],
+                   names: tuple[str, ...], ties: str, penalizer: float) -> CoxFit:
     means = x.mean(axis=0)
     d = _design(t, e, x - means, ties)
     sd = x.std(axis=0, ddof=1) if t.size > 1 else np.ones(x.shape[1])
@@ -257,7 +263,7 @@ def _fit(t: NDArray[np.float64], e: NDArray[np.bool_], x: NDArray[np.float64],
     beta, converged = _newton(d, pen)
     if not converged:
         warnings.warn("Cox fit did not converge in 50 Newton steps (separation or collinearity?)",
-                      ConvergenceWarning, stacklevel=3)
+                      ConvergenceWarning, stacklevel=4)
     ll, _, h = _loglik_parts(d, beta)
     vcov = np.linalg.pinv(-(h - np.diag(pen))) if beta.size else np.zeros((0, 0))
     ll0 = _loglik_parts(d, np.zeros_like(beta), hessian=False)[0]
