@@ -64,8 +64,7 @@ def recommendations(patients: pd.DataFrame, config: StudyConfig) -> tuple[pd.Dat
     point = rec.nomogram_predictions(train["RFA"], train["SR"], frame, cols, horizon=horizon)
     point = point[np.isfinite(point).all(axis=1)]  # a diverged nomogram gives no advice, not a crash
     frame = frame.loc[point.index]
-    boot = functools.partial(rec.bootstrap_nomogram_predictions, train["RFA"], train["SR"], frame, cols,
-                             horizon=horizon)
+    boot = functools.partial(_finite_bootstrap, train["RFA"], train["SR"], frame, cols, horizon)
     table = rec.recommend(point["pfs2y_rfa"], point["pfs2y_sr"], treatment=patients.loc[frame.index, "treatment"],
                           n_boot=config.statistics.n_boot, rng=config.seed, bootstrap_predictions=boot)
     cross, benefit, metrics = {}, {}, {}
@@ -81,6 +80,15 @@ def recommendations(patients: pd.DataFrame, config: StudyConfig) -> tuple[pd.Dat
         benefit[arm] = rec.swap_benefit(own_pfs, other_pfs, swap.to_numpy())
         metrics[arm] = _cross_metrics(cross[arm], benefit[arm], table, arm)
     return table, metrics, (cross, benefit)
+
+
+def _finite_bootstrap(train_rfa: pd.DataFrame, train_sr: pd.DataFrame, frame: pd.DataFrame,
+                      cols: dict[str, list[str]], horizon: float, *, n_boot: int, rng: Any) -> Any:
+    """Bootstrap nomogram predictions without the replicates whose refit diverged (counted in attrs)."""
+    arr = rec.bootstrap_nomogram_predictions(train_rfa, train_sr, frame, cols, horizon=horizon, n_boot=n_boot,
+                                             rng=rng)
+    ok = np.isfinite(arr).all(dim=[d for d in arr.dims if d != "boot"])
+    return arr.isel(boot=ok.values).assign_attrs(n_dropped_diverged=int((~ok).sum()))
 
 
 def _cut(patients: pd.DataFrame, arm: str, sig: str, config: StudyConfig) -> float:

@@ -74,9 +74,12 @@ def signature_metrics(patients: pd.DataFrame, arm: str,
                                "share_high_risk": float(high.mean())}
         if 0 < high.sum() < len(high):
             lr = survival.logrank(cohort["duration"], cohort["event"], groups)
-            hr = survival.hazard_ratio(cohort["duration"], cohort["event"], groups)
-            res.update(logrank_p=lr.p_value, hr={"estimate": hr.estimate, "low": hr.low, "high": hr.high,
-                                                  "p": hr.p_value})
+            res["logrank_p"] = lr.p_value
+            try:
+                hr = survival.hazard_ratio(cohort["duration"], cohort["event"], groups)
+                res["hr"] = {"estimate": hr.estimate, "low": hr.low, "high": hr.high, "p": hr.p_value}
+            except ValueError as err:  # InputError: not estimable in this cohort
+                res["hr"] = {"note": str(err)}
             km = survival.kaplan_meier(cohort["duration"], cohort["event"], groups)
             figures[f"km_{arm}_{name}"] = survival.plot_kaplan_meier(
                 km, logrank=lr, title=f"R-{arm} signature, {name} cohort (cut on training)")

@@ -337,4 +337,5 @@ def predict_survival(fit: CoxFit, covariates: pd.DataFrame, t: float) -> NDArray
     """
     if not np.isfinite(t) or t < 0:
         raise InputError("t", f"must be finite and >= 0, got {t}", "pass a horizon in time units")
-    return np.exp(-baseline_cumhaz_at(fit, float(t)) * np.exp(linear_predictor(fit, covariates)))
+    with np.errstate(over="ignore"):  # exp overflow -> survival 0, the right limit
+        return np.exp(-baseline_cumhaz_at(fit, float(t)) * np.exp(linear_predictor(fit, covariates)))

@@ -370,7 +370,12 @@ def _newton(
 
     beta = 0.0
     ll, score, info = _efron_derivatives(beta, t, e, x)
+    if not info > 0:
+        raise InputError("group", "hazard ratio not estimable: no event while both groups were at risk",
+                         "report the log-rank test or pool groups")
     for _ in range(50):
+        if not info > 0:
+            break
         step = score / info
         new = beta + step
         ll_new, s_new, i_new = _efron_derivatives(new, t, e, x)
@@ -380,7 +385,7 @@ def _newton(
             ll_new, s_new, i_new = _efron_derivatives(new, t, e, x)
         beta, ll, score, info = new, ll_new, s_new, i_new
         if abs(step) < 1e-10:
-            return beta, 1 / np.sqrt(info)
+            return beta, (1 / np.sqrt(info) if info > 0 else float("inf"))
     warnings.warn(
         "hazard_ratio: Newton-Raphson did not converge (separation?)",
         ConvergenceWarning,
@@ -426,10 +431,12 @@ def hazard_ratio(
     beta, se = _newton(t, e, (labels == comp).astype(float))
     z = float(stats.norm.ppf(1 - alpha / 2))
     p = float(2 * stats.norm.sf(abs(beta / se)))
+    with np.errstate(over="ignore"):  # near-separation: an infinite CI bound is the honest answer
+        estimate, low, high = (float(np.exp(v)) for v in (beta, beta - z * se, beta + z * se))
     return HazardRatio(
-        float(np.exp(beta)),
-        float(np.exp(beta - z * se)),
-        float(np.exp(beta + z * se)),
+        estimate,
+        low,
+        high,
         float(beta),
         float(se),
         p,
