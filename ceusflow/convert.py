@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from ceusflow.io import pseudonyms
 from ceusflow.io.clinical import read_clinical, read_rois
 from ceusflow.io.dicom import cine_from_clips, order_clips, require_cine
 from ceusflow.io.header import Clip, open_clip, relative_name
+from ceusflow.parallel import map_patients
 from ceusflow.store import SHARD_FRAMES, create_store, finalize, finished_patients, write_patient, write_table
 
 Problem = tuple[str, str]  # (path under the export, or CSV row, or patient key; reason)
@@ -273,41 +272,11 @@ def _run(tasks: list[PatientTask], *, workers: int, scheduler: Any, progress: bo
          already: int) -> list[PatientResult]:
     results: list[PatientResult] = []
     with _Progress(progress, total, already) as bar:
-        for result in _execute(tasks, workers=workers, scheduler=scheduler):
+        for result in map_patients(convert_patient, tasks, workers=workers, scheduler=scheduler,
+                                   name=lambda t: f"convert-{t.key}"):
             results.append(result)
             bar.advance(result)
     return results
-
-
-def _execute(tasks: list[PatientTask], *, workers: int, scheduler: Any) -> Iterator[PatientResult]:
-    if scheduler is not None:
-        yield from _distributed(tasks, scheduler)
-    elif workers > 0:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_single_thread) as pool:
-            futures: list[Future[PatientResult]] = [pool.submit(convert_patient, t) for t in tasks]
-            for future in as_completed(futures):
-                yield future.result()
-    else:
-        yield from map(convert_patient, tasks)
-
-
-def _distributed(tasks: list[PatientTask], scheduler: Any) -> Iterator[PatientResult]:
-    from distributed import Client
-    from distributed import as_completed as completed
-
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
-    try:
-        futures = [client.submit(convert_patient, t, key=f"convert-{t.key}", pure=False) for t in tasks]
-        for future in completed(futures):
-            yield future.result()
-    finally:
-        if client is not scheduler:
-            client.close()
-
-
-def _single_thread() -> None:
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLOSC_NTHREADS"):
-        os.environ[name] = "1"
 
 
 def _collect(report: ConvertReport, results: list[PatientResult]) -> None:

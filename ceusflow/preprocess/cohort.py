@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import zarr
 
 from ceusflow.conventions import DURATION, EVENT, FRAME_OK, INTENSITY, PATIENT, PHASE, PHASE_WINDOWS_S, TIME
 from ceusflow.errors import InputError
+from ceusflow.parallel import map_patients
 from ceusflow.preprocess.patient import PatientPlan, patient_rois, plan_patient
 from ceusflow.preprocess.phases import check_phases, phase_grid
 from ceusflow.preprocess.resample import grid_times
@@ -118,7 +117,8 @@ def preprocess_cohort(store: str | os.PathLike[str], *, out: str | os.PathLike[s
     outcomes = _outcomes(tree, [p.key for p in plans])
     _template(plans, outcomes, opts, out).to_zarr(out, mode="w", compute=False, zarr_format=3, consolidated=False)
     tasks = [Task(str(store), str(out), i, plan, opts) for i, plan in enumerate(plans)]
-    for key, problems in _execute(tasks, workers=workers, scheduler=scheduler):
+    for key, problems in map_patients(run_patient, tasks, workers=workers, scheduler=scheduler,
+                                   name=lambda t: f"preprocess-{t.plan.key}"):
         (report.failed if problems else report.written).append(key)
         report.problems += problems
     _finalize(out, report, opts)
@@ -255,36 +255,6 @@ def run_patient(task: Task) -> tuple[str, list[Problem]]:
     ds.to_zarr(task.out, region={PATIENT: slice(task.index, task.index + 1)}, mode="r+", zarr_format=3,
                consolidated=False)
     return key, []
-
-
-def _execute(tasks: list[Task], *, workers: int, scheduler: Any) -> Iterator[tuple[str, list[Problem]]]:
-    if scheduler is not None:
-        yield from _distributed(tasks, scheduler)
-    elif workers > 0:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_single_thread) as pool:
-            for future in as_completed([pool.submit(run_patient, t) for t in tasks]):
-                yield future.result()
-    else:
-        yield from map(run_patient, tasks)
-
-
-def _distributed(tasks: list[Task], scheduler: Any) -> Iterator[tuple[str, list[Problem]]]:
-    from distributed import Client
-    from distributed import as_completed as completed
-
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
-    try:
-        futures = [client.submit(run_patient, t, key=f"preprocess-{t.plan.key}", pure=False) for t in tasks]
-        for future in completed(futures):
-            yield future.result()
-    finally:
-        if client is not scheduler:
-            client.close()
-
-
-def _single_thread() -> None:
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLOSC_NTHREADS"):
-        os.environ[name] = "1"
 
 
 def _finalize(out: Path, report: PreprocessReport, opts: Options) -> None:
