@@ -391,7 +391,7 @@ def _newton(
         ConvergenceWarning,
         stacklevel=3,
     )
-    return beta, 1 / np.sqrt(info)
+    return beta, (1 / np.sqrt(info) if info > 0 else float("inf"))
 
 
 def hazard_ratio(
