@@ -13,8 +13,10 @@ from ceusflow.pipeline.config import StudyConfig
 from ceusflow.pipeline.run import run_study
 from ceusflow.simulate import SimulationConfig, write_synthetic_export
 
-# 40 patients and 2 epochs: Cox fits on a dozen training patients may diverge; that is reported, not fatal
-pytestmark = pytest.mark.filterwarnings("ignore::ceusflow.errors.ConvergenceWarning")
+# 40 patients and 2 epochs: Cox fits on a dozen training patients may diverge or separate; that is reported
+# in metrics.json, not fatal. Numerical warnings are checked strictly by the statistics unit tests instead.
+pytestmark = [pytest.mark.filterwarnings("ignore::ceusflow.errors.ConvergenceWarning"),
+              pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 
 
 @pytest.fixture(scope="module")
