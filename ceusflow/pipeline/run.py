@@ -153,7 +153,7 @@ def _analysis(ctx: _Context) -> dict[str, Any]:
 def run_study(cohort: str | Path, results: str | Path, config: StudyConfig | None = None, *,
               store: str | Path | None = None, workers: int = 0, scheduler: Any = None,
               progress: bool = True, log: Log = print) -> RunSummary:
-    """Run the whole study on an export and write the results folder (see ``docs/run.md``).
+    """Run the whole study on an export and write the results folder (see ``docs/user-guide.md``).
 
     Parameters
     ----------
