@@ -29,6 +29,7 @@ from ceusflow.report.write import figure_section, save_figures, table_html, writ
 
 PREDICTION_COLUMNS = ("patient_id", "treatment", "split", "signature_rfa", "signature_sr", "risk_ori", "risk_re",
                       "pfs2y_rfa", "pfs2y_sr", "recommend", "gain_2y", "gain_2y_lo", "gain_2y_hi")
+CATEGORICAL_CODES = ("cirrhosis", "ecog", "perivascular", "periphery", "albi_grade")
 LIMITATIONS = (
     "Observational data: treatment was chosen by a team, so each nomogram extrapolates to patients who did "
     "not receive its treatment (confounding by indication). Recommendations are hypotheses for a trial, not "
@@ -123,6 +124,8 @@ def analyse(patients: pd.DataFrame, config: StudyConfig) -> StudyResults:
     """Every number, table and figure of the paper's results section (pure)."""
     res = StudyResults()
     baseline = patients.drop(columns=["signature_rfa", "signature_sr", "split", "duration", "event"], errors="ignore")
+    coded = [c for c in CATEGORICAL_CODES if c in baseline and baseline[c].notna().all()]
+    baseline = baseline.astype(dict.fromkeys(coded, int))  # stored as float in Zarr; levels read 0/1, not 0.0/1.0
     res.metrics["table1"] = survival.table_one(baseline, "treatment").to_dict("records")
     for arm in TREATMENTS:
         metrics, figs = signature_metrics(patients, arm, config)
