@@ -93,19 +93,25 @@ def true_log_hazards(clin: pd.DataFrame, traits: pd.DataFrame) -> tuple[np.ndarr
     who would do better under the other treatment near the paper's 17-27 %.
     """
     big = (clin["tumor_size_cm"] > 2).to_numpy(float)
-    het, wash = _z(traits["heterogeneity"], "heterogeneity"), washout_score(traits)
-    peak = _z(np.log(traits["peak_ratio"]), "peak_ratio")
-    rim, sat = _z(traits["rim"], "rim"), _z(traits["satellites"], "satellites")
     shared = 0.45 * big + 0.5 * (clin["afp"] >= 200) + 0.3 * clin["ecog"]
-    rfa = (0.8 * het + 0.55 * wash + 0.3 * peak + 0.3 * rim
-           + 0.5 * (clin["age"] > 60) + 0.5 * (clin["plt"] < 100) + shared)
-    sr = (0.8 * rim + 0.55 * sat + 0.3 * het + 0.2 * wash
-          + 0.5 * (clin["alt"] > 40) + 0.55 * (clin["alb"] < 35) + shared)
+    rfa_img, sr_img = imaging_log_hazards(traits)
+    rfa = rfa_img + 0.5 * (clin["age"] > 60) + 0.5 * (clin["plt"] < 100) + shared
+    sr = sr_img + 0.5 * (clin["alt"] > 40) + 0.55 * (clin["alb"] < 35) + shared
     return rfa.to_numpy(float), sr.to_numpy(float)
 
 
+def imaging_log_hazards(traits: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of the true log-hazards (RFA, SR) carried by the tumour traits seen on CEUS."""
+    het, wash = _z(traits["heterogeneity"], "heterogeneity"), washout_score(traits)
+    peak = _z(np.log(traits["peak_ratio"]), "peak_ratio")
+    rim, sat = _z(traits["rim"], "rim"), _z(traits["satellites"], "satellites")
+    rfa = 0.8 * het + 0.55 * wash + 0.3 * peak + 0.3 * rim
+    sr = 0.8 * rim + 0.55 * sat + 0.3 * het + 0.2 * wash
+    return np.asarray(rfa, float), np.asarray(sr, float)
+
+
 #: How strongly the team's choice follows the (unobserved) true benefit: confounding by indication.
-CHOICE_SKILL = 2.0
+CHOICE_SKILL = 2.5
 
 
 def _assign_treatment(
@@ -113,11 +119,13 @@ def _assign_treatment(
 ) -> np.ndarray:
     """Observational assignment: larger and peripheral tumours are more often resected.
 
-    The multidisciplinary team also partly sees who would do better with resection
-    (``benefit_sr`` = log-hazard under RFA minus under SR), so most patients get the better
-    treatment, as the paper's 17-27 % swap share implies.
+    The multidisciplinary team also partly sees, on imaging, who would do better with resection
+    (``benefit_sr`` = the CEUS-visible part of the log-hazard under RFA minus under SR), so most
+    patients get the better treatment, as the paper's 17-27 % swap share implies. Clinical
+    covariates do not enter the choice beyond size, location and cirrhosis, so they stay
+    balanced between the groups, as in the paper's Table 1.
     """
-    logit = (-0.1 + 0.4 * (clin["tumor_size_cm"] - 2.1) + 0.35 * clin["periphery"]
+    logit = (-0.1 + 0.3 * (clin["tumor_size_cm"] - 2.1) + 0.35 * clin["periphery"]
              - 0.3 * clin["cirrhosis"] + CHOICE_SKILL * benefit_sr)
     return np.where(rng.random(len(clin)) < 1 / (1 + np.exp(-logit)), "SR", "RFA")
 
@@ -166,7 +174,8 @@ def simulate_patients(n: int, rng: np.random.Generator) -> pd.DataFrame:
     """
     clin, traits = _clinical(n, rng), _traits(n, rng)
     eta = dict(zip(("RFA", "SR"), true_log_hazards(clin, traits), strict=True))
-    treatment = _assign_treatment(clin, eta["RFA"] - eta["SR"], rng)
+    rfa_img, sr_img = imaging_log_hazards(traits)
+    treatment = _assign_treatment(clin, rfa_img - sr_img, rng)
     scale = {k: baseline_log_scale(v[treatment == k]) if np.any(treatment == k) else baseline_log_scale(v)
              for k, v in eta.items()}
     received = np.where(treatment == "RFA", eta["RFA"] + scale["RFA"], eta["SR"] + scale["SR"])
