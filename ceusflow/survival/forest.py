@@ -29,8 +29,8 @@ def plot_forest(cox_fit: CoxFit) -> Figure:
     y = np.arange(len(tab))[::-1]
     fig = Figure(figsize=(6.5, 0.45 * len(tab) + 1.2))
     ax = fig.subplots()
-    ax.errorbar(tab["hr"], y, xerr=[tab["hr"] - tab["hr_low"], tab["hr_high"] - tab["hr"]],
-                fmt="s", color="black", capsize=3)
+    hr, low, high = (tab[c].to_numpy(float) for c in ("hr", "hr_low", "hr_high"))
+    ax.errorbar(hr, y, xerr=[hr - low, high - hr], fmt="s", color="black", capsize=3)
     ax.axvline(1.0, color="grey", linestyle=":")
     ax.set_xscale("log")
     ax.set_yticks(y, list(tab.index))
