@@ -74,11 +74,21 @@ def throughput(tmp: Path, patients: int, seconds: float) -> None:
         }))
 
 
+# ru_maxrss survives fork+exec on Linux (the child would report the parent's peak, which holds the
+# whole synthetic cine), so the child samples its own RSS with psutil and reports the peak in KiB.
 RSS_CHILD = """
-import resource, sys
+import os, sys, threading, time
+import psutil
+proc, peak = psutil.Process(os.getpid()), [0]
+def watch():
+    while True:
+        peak[0] = max(peak[0], proc.memory_info().rss)
+        time.sleep(0.02)
+threading.Thread(target=watch, daemon=True).start()
 from ceusflow.convert import convert_cohort
 convert_cohort(sys.argv[1], sys.argv[2], progress=False, secret=sys.argv[3])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+time.sleep(0.1)
+print(peak[0] // 1024)
 """
 
 
