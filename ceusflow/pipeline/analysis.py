@@ -21,8 +21,8 @@ from ceusflow.pipeline.study import (
     StudyResults,
     calibration_and_dca,
     design_matrix,
-    fit_nomogram,
     nomogram_figures,
+    nomogram_predictions,
     signature_metrics,
 )
 from ceusflow.report.write import figure_section, save_figures, table_html, write_outputs
@@ -43,9 +43,9 @@ LIMITATIONS = (
 )
 
 
-def _nomogram_inputs(patients: pd.DataFrame, config: StudyConfig) -> tuple[dict[str, list[str]], pd.DataFrame]:
-    """Selected covariates per arm and one frame with every candidate plus both signatures."""
-    selected = {arm: fit_nomogram(patients, arm, config)[1] for arm in TREATMENTS}
+def _nomogram_inputs(patients: pd.DataFrame,
+                     selected: dict[str, list[str]]) -> tuple[dict[str, list[str]], pd.DataFrame]:
+    """Selected covariates per arm (signature named per arm) and one frame with both signatures."""
     frame = design_matrix(patients).assign(signature_rfa=patients["signature_rfa"],
                                            signature_sr=patients["signature_sr"],
                                            duration=patients["duration"], event=patients["event"])
@@ -54,16 +54,19 @@ def _nomogram_inputs(patients: pd.DataFrame, config: StudyConfig) -> tuple[dict[
     return cols, frame
 
 
-def recommendations(patients: pd.DataFrame, config: StudyConfig) -> tuple[pd.DataFrame, dict[str, Any], Any]:
-    """Both nomograms for everyone, CI-gated recommendations and the paper's cross-stratification."""
-    cols, frame = _nomogram_inputs(patients, config)
-    complete = frame[sorted({c for v in cols.values() for c in v})].notna().all(axis=1)
-    frame = frame[complete]
+def recommendations(patients: pd.DataFrame, config: StudyConfig, preds: pd.DataFrame,
+                    selected: dict[str, list[str]]) -> tuple[pd.DataFrame, dict[str, Any], Any]:
+    """CI-gated recommendations from both nomograms' predictions, and the paper's cross-stratification.
+
+    ``preds``/``selected`` come from :func:`ceusflow.pipeline.study.nomogram_predictions`; the
+    bootstrap refits the same terms on resampled training cohorts.
+    """
+    cols, frame = _nomogram_inputs(patients, selected)
+    point = preds[np.isfinite(preds).all(axis=1)]  # a diverged nomogram gives no advice, not a crash
+    frame = frame.loc[point.index]
     train = {arm: frame[(patients.loc[frame.index, "treatment"] == arm)
                         & (patients.loc[frame.index, "split"] == "train")] for arm in TREATMENTS}
     horizon = config.statistics.horizon_months
-    point = rec.nomogram_predictions(train["RFA"], train["SR"], frame, cols, horizon=horizon)
-    point = point[np.isfinite(point).all(axis=1)]  # a diverged nomogram gives no advice, not a crash
     frame = frame.loc[point.index]
     boot = functools.partial(_finite_bootstrap, train["RFA"], train["SR"], frame, cols, horizon)
     table = rec.recommend(point["pfs2y_rfa"], point["pfs2y_sr"], treatment=patients.loc[frame.index, "treatment"],
@@ -132,11 +135,12 @@ def analyse(patients: pd.DataFrame, config: StudyConfig) -> StudyResults:
         res.metrics[f"signature_{arm}"] = metrics
         res.figures.update(figs)
         res.figures.update(nomogram_figures(patients, arm, config))
-    table, cross_metrics, (cross, benefit) = recommendations(patients, config)
+    preds, info = nomogram_predictions(patients, config)
+    selected = {arm: info[arm]["selected"] for arm in TREATMENTS}
+    table, cross_metrics, (cross, benefit) = recommendations(patients, config, preds, selected)
     for arm in TREATMENTS:
-        cal, figs = calibration_and_dca(patients, table[["pfs2y_rfa", "pfs2y_sr"]].reindex(patients.index), arm,
-                                        config)
-        res.metrics[f"nomogram_{arm}"] = {"selected": fit_nomogram(patients, arm, config)[1], **cal}
+        cal, figs = calibration_and_dca(patients, preds, arm, config)
+        res.metrics[f"nomogram_{arm}"] = {**info[arm], **cal}
         res.figures.update(figs)
     res.metrics["cross_stratification"] = cross_metrics
     res.figures["cross_stratification"] = rec.plot_cross_stratification(cross, benefit)

@@ -20,8 +20,11 @@ def _truth_by_pseudonym(truth_dir: Path, store: Path) -> pd.DataFrame:
 
 
 def summarise_demo(results: Path, truth_dir: Path, store: Path) -> str:
-    """Validation C-index of each signature vs the oracle (true log-hazard) on the same patients,
-    and the recommendation's swaps vs the truly better treatment."""
+    """Summarise the demo against the ground truth.
+
+    Validation C-index of each signature vs the oracle (true log-hazard) on the same patients, and
+    the recommendation's swaps vs the truly better treatment.
+    """
     pred = pd.read_csv(results / "predictions.csv").set_index("patient_id")
     truth = _truth_by_pseudonym(truth_dir, store).reindex(pred.index)
     metrics = json.loads((results / "metrics.json").read_text())
@@ -34,7 +37,8 @@ def summarise_demo(results: Path, truth_dir: Path, store: Path) -> str:
         lines.append(f"R-{arm:<4} (n={int(rows.sum()):>3})      {c['estimate']:.3f} [{c['low']:.2f}, {c['high']:.2f}]"
                      f"        {oracle.estimate:.3f}")
     swap = pred["recommend"].notna() & (pred["recommend"] != pred["treatment"])
-    correct = (truth.loc[swap, "better_treatment"] == pred.loc[swap, "recommend"]).mean() if swap.any() else float("nan")
+    agree = truth.loc[swap, "better_treatment"] == pred.loc[swap, "recommend"]
+    correct = agree.mean() if swap.any() else float("nan")
     lines.append(f"recommended swaps: {int(swap.sum())} of {len(pred)} patients "
                  f"({correct:.0%} truly better off); truly better off under the other treatment: "
                  f"{(truth['better_treatment'] != pred['treatment']).mean():.0%}")
