@@ -78,6 +78,7 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed: same seed and options give identical bytes.")] = 0,
     paper: Annotated[bool, typer.Option("--paper", help="Paper scale: 419 patients, 25 fps, 600x800.")] = False,
     clean: Annotated[bool, typer.Option("--clean", help="Do not inject messy inputs.")] = False,
+    workers: Annotated[int, typer.Option(help="0: in-process; N: N local processes (same bytes).")] = 0,
 ) -> None:
     """Write a synthetic CEUS cohort (DICOM + clinical.csv + rois.csv) with known ground truth."""
     from ceusflow.simulate import SimulationConfig, write_synthetic_export
@@ -89,7 +90,7 @@ def simulate(
     bar, update = _progress_bar(config.n_patients, "simulating patients")
     try:
         with bar:
-            result = write_synthetic_export(out, config, progress=update)
+            result = write_synthetic_export(out, config, workers=workers, progress=update)
     except InputError as err:
         _fail(err)
     _print_summary(result)

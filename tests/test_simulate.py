@@ -103,7 +103,7 @@ def test_same_seed_identical_bytes(tmp_path: Path) -> None:
                 for p in sorted(folder.rglob("*")) if p.is_file()}
 
     a = write_synthetic_export(tmp_path / "a", small)
-    b = write_synthetic_export(tmp_path / "b", small)
+    b = write_synthetic_export(tmp_path / "b", small, workers=2)  # worker processes: same bytes
     c = write_synthetic_export(tmp_path / "c", SimulationConfig(**{**small.__dict__, "seed": 4}))
     assert digest(a.cohort_dir) == digest(b.cohort_dir)
     assert digest(a.truth_dir) == digest(b.truth_dir)

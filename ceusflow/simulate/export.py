@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -196,7 +196,37 @@ def _write_snapshot(root: Path, ident: Identity, scene: Scene, rng: np.random.Ge
                seed_key=f"{ident.study_uid}.still")
 
 
+def _simulate_one(job: tuple) -> tuple[Identity, Scene, list[dict[str, float]], pd.DataFrame | None, int]:
+    """Render and write one patient from its own seed (runs in a worker process when asked)."""
+    root, config, row, i, seed, day, plan = job
+    rng = np.random.default_rng(seed)
+    ident = _identity(i, rng, day, str(row["sex"]))
+    scene = make_scene(row, rng, image_size=config.image_size, fps=config.fps,
+                       duration_s=config.duration_s, index=i)
+    rows, frame_truth, written = [], None, 0
+    if plan.get("no_images") != i:
+        written = _write_patient(root, ident, scene, rng, 0 if plan.get("truncated") == i else None)
+        rows = _roi_rows(ident.patient_id, scene, rng)
+        frame_truth = _frames_truth(ident.patient_id, scene)
+    if plan.get("snapshot") == i:
+        _write_snapshot(root, ident, scene, rng)
+    return ident, scene, rows, frame_truth, written
+
+
+def _map_ordered(fn: Callable, jobs: list, workers: int) -> Iterator:
+    """``map(fn, jobs)`` in order, in-process (``workers=0``) or over ``workers`` processes."""
+    if workers <= 0:
+        yield from map(fn, jobs)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(fn, jobs)
+
+
 def write_synthetic_export(out_dir: str | Path, config: SimulationConfig = SimulationConfig(), *,
+                           workers: int = 0,
                            progress: Callable[[int, int], None] | None = None) -> SimulationResult:
     """Simulate a cohort and write it in the input layout, with the ground truth beside it.
 
@@ -207,6 +237,9 @@ def write_synthetic_export(out_dir: str | Path, config: SimulationConfig = Simul
         ``<out_dir>-truth`` next to it.
     config : SimulationConfig
         Cohort size, acquisition and seed.
+    workers : int
+        0: in-process; N: N local processes. Each patient draws from its own seed, so the bytes
+        written do not depend on ``workers``.
     progress : callable, optional
         Called as ``progress(done, total)`` after each patient (the CLI draws a bar with it).
 
@@ -229,18 +262,14 @@ def write_synthetic_export(out_dir: str | Path, config: SimulationConfig = Simul
     patients = simulate_patients(config.n_patients, cohort_rng)
     plan = _messy_plan(config.n_patients, cohort_rng, config.messy)
     exam_day = datetime(2012, 3, 5)
+    days = [exam_day + timedelta(days=3 * i) for i in range(config.n_patients)]
+    jobs = [(root, config, patients.iloc[i], i, seeds[i + 1], days[i], plan) for i in range(config.n_patients)]
     idents, scenes, roi_rows, frames, total = [], [], [], [], 0
-    for i in range(config.n_patients):
-        rng = np.random.default_rng(seeds[i + 1])
-        ident = _identity(i, rng, exam_day + timedelta(days=3 * i), str(patients["sex"].iat[i]))
-        scene = make_scene(patients.iloc[i], rng, image_size=config.image_size, fps=config.fps,
-                           duration_s=config.duration_s, index=i)
-        if plan.get("no_images") != i:
-            total += _write_patient(root, ident, scene, rng, 0 if plan.get("truncated") == i else None)
-            roi_rows += _roi_rows(ident.patient_id, scene, rng)
-            frames.append(_frames_truth(ident.patient_id, scene))
-        if plan.get("snapshot") == i:
-            _write_snapshot(root, ident, scene, rng)
+    for i, (ident, scene, rows, frame_truth, written) in enumerate(_map_ordered(_simulate_one, jobs, workers)):
+        total += written
+        roi_rows += rows
+        if frame_truth is not None:
+            frames.append(frame_truth)
         idents.append(ident)
         scenes.append(scene)
         if progress is not None:
