@@ -24,7 +24,7 @@ from ceusflow.preprocess.phases import check_phases, split_phases
 from ceusflow.preprocess.resample import dark_frames, grid_times, nearest_frames, resample, source_step
 from ceusflow.preprocess.roi import BOX, CORNERS, clip_box, expand_box, image_bounds, roi_boxes
 from ceusflow.preprocess.tic import CONTEXT_MM, tic_curves
-from ceusflow.preprocess.track import SEARCH_MM, track_roi
+from ceusflow.preprocess.track import SEARCH_MM, track_roi, twin_offset
 
 #: Frames per dask task after the read (the read itself stays one stored frame per chunk).
 FRAMES_PER_TASK = 32
@@ -160,7 +160,7 @@ def patient_rois(cine: xr.DataArray, plan: PatientPlan, *, size: int = 64,
     from ceusflow.conventions import PHASE_WINDOWS_S
 
     windows = _windows(cine, plan)
-    motion = _motion(windows, plan, track)
+    motion = _motion(windows, plan, track, _twin(cine, plan) if track else None)
     manual = xr.DataArray(plan.boxes, dims=(TIME, BOX), coords={TIME: windows[TIME].values, BOX: list(CORNERS)})
     shift = xr.DataArray(motion["displacement"].data[:, [1, 0, 1, 0]], dims=(TIME, BOX), coords=manual.coords)
     roi = clip_box(expand_box(manual, plan.margin_mm, plan.spacing_mm) + shift, plan.bounds)
@@ -185,7 +185,18 @@ def _windows(cine: xr.DataArray, plan: PatientPlan) -> xr.DataArray:
     return windows.assign_coords({FRAME_OK: (TIME, ok)})
 
 
-def _motion(windows: xr.DataArray, plan: PatientPlan, track: bool) -> xr.Dataset:
+def _twin(cine: xr.DataArray, plan: PatientPlan) -> xr.DataArray | None:
+    """The same window in the B-mode panel of a dual display (None on a single display)."""
+    off = twin_offset(plan.bounds, cine.sizes[X])
+    r0, r1, c0, c1 = plan.window
+    if off is None or c0 + off < 0 or c1 + off > cine.sizes[X]:
+        return None
+    resampled = resample(cine, plan.fps, end_s=plan.end_s)
+    return resampled.isel({Y: slice(r0, r1), X: slice(c0 + off, c1 + off)}).chunk({TIME: FRAMES_PER_TASK})
+
+
+def _motion(windows: xr.DataArray, plan: PatientPlan, track: bool, bmode: xr.DataArray | None = None
+            ) -> xr.Dataset:
     if not track:
         n = windows.sizes[TIME]
         return xr.Dataset({"displacement": ((TIME, "axis"), np.zeros((n, 2), np.float32), {"units": "pixel"}),
@@ -194,4 +205,5 @@ def _motion(windows: xr.DataArray, plan: PatientPlan, track: bool) -> xr.Dataset
     patch = plan.local(expand_box(xr.DataArray(plan.boxes, dims=(TIME, BOX), coords={BOX: list(CORNERS)}),
                                   plan.margin_mm, plan.spacing_mm, bounds=plan.bounds).values)
     patch = np.rint(patch[plan.anchor]).astype(int)
-    return track_roi(windows, patch, plan.anchor, spacing_mm=plan.spacing_mm, search_mm=plan.search_mm)
+    return track_roi(windows, patch, plan.anchor, spacing_mm=plan.spacing_mm, search_mm=plan.search_mm,
+                     bmode=bmode, fps=plan.fps)
