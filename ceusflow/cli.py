@@ -184,10 +184,11 @@ def demo(
 
 
 def _register_stage_commands() -> None:
-    from ceusflow import cli_model, cli_preprocess
+    from ceusflow import cli_model, cli_preprocess, cli_truth
 
     cli_preprocess.register(app)
     cli_model.register(app)
+    cli_truth.register(app)
 
 
 _register_stage_commands()
