@@ -356,15 +356,95 @@ def test_results_identical_without_numba(monkeypatch):
                 assert x == y, (k, name)
 
 
-def test_numba_and_numpy_setups_are_identical(monkeypatch):
+def _by_patient(s):
+    """A setup's per-position arrays in patient order, and its bucket key per position."""
+    pos = np.argsort(s.order)
+    return (s.time_rank[pos], s.event[pos], s.rank[pos], s.g[pos]), s.time_rank * 2 + s.event
+
+
+def test_argsort_free_setup_equals_argsort_setups(monkeypatch):
+    """The hashed/counting-sort setup equals the numba and numpy argsort setups up to the order of
+    patients sharing time and event status (which no count depends on)."""
     pytest.importorskip("numba")
+    from ceusflow.survival._concordance_kernels import fast_setup
+
     time, event, risk = _tied_data(2, 400)
+    time[:3], risk[:2] = 0.0, (0.0, -0.0)  # a zero time and a signed zero tie
     fast = _prepare(time, event, risk, "harrell", None, None)
+    np.testing.assert_array_equal(fast.order, fast_setup(time, event, risk, np.ones(time.size)).order)
+    numba_setup = _pair_counts.make_setup(time, event, risk, np.ones(time.size))
     monkeypatch.setattr(_pair_counts, "numba_kernels", lambda: None)
-    slow = _prepare(time, event, risk, "harrell", None, None)
-    for name in fast.__dataclass_fields__:
-        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name), err_msg=name)
-    # time order, censored before events within a time, ranks dense
-    t, e = time[fast.order], fast.event
+    monkeypatch.setattr(concordance_module, "numba_kernels", lambda: None)
+    numpy_setup = _prepare(time, event, risk, "harrell", None, None)
+    for other in (numba_setup, numpy_setup):
+        for name in ("time_rank", "time_starts", "event_starts", "event", "n_ranks", "g"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(other, name), err_msg=name)
+        for a, b in zip(_by_patient(fast)[0], _by_patient(other)[0], strict=True):
+            np.testing.assert_array_equal(a, b)
+    # time order, censored before events within a time, ranks dense, stable within a bucket
+    t, e, key = time[fast.order], fast.event, _by_patient(fast)[1]
     assert np.all(np.diff(t) >= 0) and not np.any((np.diff(t) == 0) & e[:-1] & ~e[1:])
+    assert np.all(np.diff(fast.order)[np.diff(key) == 0] > 0)
     assert set(np.unique(fast.rank)) == set(range(fast.n_ranks))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, -0.0, 1.0, -1.5, 1e300, -1e-300, 5e-324, 2.5, 7.0]), min_size=1, max_size=60)
+    | st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=60)
+)
+def test_dense_ranks_equal_numpy_unique(values):
+    """The hash look-up (and whichever route dense_ranks picks) gives numpy's dense ranks;
+    -0.0 ties with 0.0."""
+    pytest.importorskip("numba")
+    from ceusflow.survival import _concordance_kernels as kernels
+
+    x = np.asarray(values, dtype=float)
+    uniq, inverse = np.unique(x, return_inverse=True)
+    np.testing.assert_array_equal(kernels._hash_ranks(x, uniq), inverse)
+    rank, n_ranks = kernels.dense_ranks(x)
+    np.testing.assert_array_equal(rank, inverse)
+    assert n_ranks == uniq.size
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_hash_table_at_capacity_and_argsort_beyond(extra):
+    """HASH_MAX_VALUES distinct values still hash (table half full); one more goes to argsort."""
+    pytest.importorskip("numba")
+    from ceusflow.survival import _concordance_kernels as kernels
+
+    k = kernels.HASH_MAX_VALUES + extra
+    rng = np.random.default_rng(0)
+    x = rng.permutation(np.r_[np.zeros(3 * k), np.arange(1, k) * 0.1 + 1000.0])  # 3/4 zeros: k values
+    assert not kernels._mostly_distinct(x)
+    rank, n_ranks = kernels.dense_ranks(x)
+    assert rank.dtype == (np.int32 if extra == 0 else np.int64)
+    np.testing.assert_array_equal(rank, np.unique(x, return_inverse=True)[1])
+    assert n_ranks == k
+
+
+@pytest.mark.parametrize("kind", ["tied", "distinct", "mixed"])
+def test_point_estimate_path_equals_setup_path_and_sksurv(kind):
+    """``ci="none"`` (integer counts straight from the data) gives the C and pair counts of the
+    per-patient set-up path and of scikit-survival, on hashed and argsort-ranked inputs."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    time = rng.exponential(20, n)
+    risk = rng.normal(size=n) - time / 40
+    if kind == "tied":
+        time, risk = np.round(time), np.round(risk, 1)
+    elif kind == "mixed":  # distinct times (argsort route), tied scores (hash route)
+        risk = np.round(risk)
+    event = rng.random(n) < 0.5
+    point, full = concordance(time, event, risk, ci="none"), concordance(time, event, risk, ci="ij")
+    fields = ("estimate", "n_concordant", "n_tied_risk", "n_comparable")
+    assert [getattr(point, f) for f in fields] == [getattr(full, f) for f in fields]
+    ref = concordance_index_censored(event, time, risk, tied_tol=0)
+    assert (point.estimate, point.n_concordant, point.n_tied_risk) == (ref[0], ref[1], ref[3])
+    assert point.n_comparable == ref[1] + ref[2] + ref[3]
+    assert np.isnan([point.low, point.high, point.se]).all() and point.ci_method == "none"
+
+
+def test_point_estimate_path_rejects_no_comparable_pairs():
+    with pytest.raises(InputError, match="no comparable pairs"):
+        concordance([1.0, 2.0, 3.0], [0, 0, 0], [0.1, 0.2, 0.3], ci="none")

@@ -11,11 +11,14 @@ pair is concordant when ``risk_i > risk_j``, tied when ``risk_i == risk_j`` (exa
 
 Algorithm
 ---------
-Patients are sorted by time once and the risks ranked once (two argsorts); per-patient counts of
+Times and risks are ranked once and the patients put in time order; per-patient counts of
 concordant, tied and comparable partners then come from one Fenwick-tree pass over time order
 (numba, :mod:`ceusflow.survival._concordance_numba`), or, without numba, from a vectorised
 wavelet-matrix dominance count (:mod:`ceusflow.survival._pair_counts`): O(n log n) either way,
-identical counts (tested). The infinitesimal-jackknife SE needs a second pass for each patient
+identical counts (tested). With numba the ranks come from a hash look-up into the sorted
+distinct values and the time order from a counting sort, with no argsort, and Harrell's C from
+an integer Fenwick pass without per-patient arrays (:mod:`ceusflow.survival._concordance_kernels`).
+The infinitesimal-jackknife SE needs a second pass for each patient
 as the later member; the bootstrap reuses the sort for every replicate. The paired comparison
 (:func:`compare_concordance`) implements Kang et al. 2015 (R ``compareC``) in
 :mod:`ceusflow.survival._kang`.
@@ -24,6 +27,7 @@ as the later member; the bootstrap reuses the sort for every replicate. The pair
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
@@ -118,19 +122,54 @@ class ConcordanceComparison:
     cov: float = np.nan
 
 
-def _ratio_and_influence(s: Setup, influence: bool) -> tuple[float, NDArray[np.float64] | None, tuple[int, int, int]]:
+def _fast_kernels() -> ModuleType | None:
+    """The argsort-free set-up and integer Harrell kernels, or None without numba."""
+    if numba_kernels() is None:
+        return None
+    from ceusflow.survival import _concordance_kernels
+
+    return _concordance_kernels
+
+
+def _unit_totals(s: Setup, harrell: bool) -> tuple[float, ...]:
+    """:func:`first_member_sums` at unit weights; integer counts for Harrell's C (``g = 1``)."""
+    fast = _fast_kernels() if harrell else None
+    if fast is None:
+        return tuple(first_member_sums(s, np.ones(s.rank.size)))
+    counts = fast.setup_counts(s.rank, s.time_starts, s.event_starts, s.n_ranks)
+    return (*counts, *counts)
+
+
+def _no_pairs() -> InputError:
+    return InputError("time/event", "no comparable pairs", "need at least one event before a later time")
+
+
+def _harrell_point(fast: ModuleType, time: Any, event: Any, risk: Any) -> Concordance:
+    """Harrell's C without an interval, from integer pair counts (no per-patient set-up)."""
+    t, e, r = survival_arrays(time, event, risk, names=("risk",))
+    n_conc, n_tied, n_comp = fast.harrell_counts(t, e, r)
+    if n_comp <= 0:
+        raise _no_pairs()
+    c = float((n_conc + 0.5 * n_tied) / n_comp)
+    return Concordance(c, np.nan, np.nan, np.nan, n_comp, n_conc, n_tied, "harrell", "none")
+
+
+def _ratio_and_influence(
+    s: Setup, influence: bool, harrell: bool = False
+) -> tuple[float, NDArray[np.float64] | None, tuple[int, int, int]]:
     """C-index at unit weights, pair counts, and with ``influence`` dC/dw_k per patient (IJ).
 
-    The influence vector is in patient order (``k`` indexes the input rows).
+    ``harrell`` says that every first-member weight ``g`` is 1 (Harrell's C), which allows the
+    integer kernel. The influence vector is in patient order (``k`` indexes the input rows).
     """
-    ones = np.ones(s.rank.size)
-    lower, equal, den, n_lower, n_equal, n_comp = first_member_sums(s, ones)
+    lower, equal, den, n_lower, n_equal, n_comp = _unit_totals(s, harrell)
     if den <= 0:
-        raise InputError("time/event", "no comparable pairs", "need at least one event before a later time")
+        raise _no_pairs()
     c = float((lower + 0.5 * equal) / den)
     counts = (int(n_comp), int(n_lower), int(n_equal))
     if not influence:
         return c, None, counts
+    ones = np.ones(s.rank.size)
     less, eq, comp = first_member(s, ones)
     v = s.g * s.event
     higher2, eq2, comp2 = second_member(s, s.g)
@@ -243,7 +282,8 @@ def _prepare(
     if tau is not None and not (np.isfinite(tau) and tau > 0):
         raise InputError("tau", f"must be a positive time, got {tau}", "use e.g. 24 (months)")
     g = _ipcw_squared(t, e, tau, train) if method == "uno" else np.ones(t.size)
-    return make_setup(t, e, r, g, order)
+    fast = _fast_kernels() if order is None else None
+    return fast.fast_setup(t, e, r, g) if fast is not None else make_setup(t, e, r, g, order)
 
 
 def _interval(c: float, se: float, reps: NDArray[np.float64] | None, alpha: float) -> tuple[float, float]:
@@ -302,8 +342,10 @@ def concordance(
         Estimate, CI, SE and pair counts.
     """
     _check_options(method, ci, alpha, n_boot)
+    if method == "harrell" and ci == "none" and (fast := _fast_kernels()) is not None:
+        return _harrell_point(fast, time, event, risk)
     s = _prepare(time, event, risk, method, tau, train)
-    c, infl, (n_comp, n_conc, n_tied) = _ratio_and_influence(s, ci == "ij")
+    c, infl, (n_comp, n_conc, n_tied) = _ratio_and_influence(s, ci == "ij", method == "harrell")
     reps, se = None, np.nan
     if ci == "ij" and infl is not None:
         se = float(np.sqrt(np.sum(infl**2)))
@@ -363,8 +405,8 @@ def compare_concordance(
     sb = _prepare(time, event, risk_b, method, tau, None, order=sa.order)
     if ci == "kang" and sa.rank.size < 4:
         raise InputError("time", f"{sa.rank.size} patients", "Kang's variance needs at least 4")
-    ca, ia, _ = _ratio_and_influence(sa, ci == "ij")
-    cb, ib, _ = _ratio_and_influence(sb, ci == "ij")
+    ca, ia, _ = _ratio_and_influence(sa, ci == "ij", method == "harrell")
+    cb, ib, _ = _ratio_and_influence(sb, ci == "ij", method == "harrell")
     if ci == "kang":
         kv = kang_variance(sa, sb)
         var_a, var_b, cov = kv.var_a, kv.var_b, kv.cov
