@@ -52,8 +52,8 @@ def train_command(
     trained.info.update({"treatment": treatment, "n_train": int(cohort.sizes["patient"]),
                          "roi_store": str(roi_store), "selection": text})
     folder = save_model(trained, out)
-    best = trained.history.sel(epoch=trained.best_epoch)
-    console.print(f"Best epoch {trained.best_epoch}: inner-validation C {float(best.inner_cindex):.3f}; "
+    best = trained.history.sel(epoch=trained.best_epoch).inner_cindex.mean()
+    console.print(f"Best epoch {trained.best_epoch}: inner-validation C {float(best):.3f}; "
                   f"{float(trained.history.seconds.sum()):.0f} s; model written to {folder}")
 
 

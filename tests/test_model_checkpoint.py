@@ -9,6 +9,7 @@ import torch
 from ceusflow.errors import InputError
 from ceusflow.model import NetworkConfig, TrainConfig, load_model, predict_risk, save_model, train
 from ceusflow.model._synthetic import synthetic_roi
+from ceusflow.model.attribution import attribution
 
 torch.set_num_threads(1)
 
@@ -34,6 +35,8 @@ def test_round_trip_identical_predictions(trained, tmp_path):
     assert loaded.config == result.config and loaded.cohort_hash == result.cohort_hash
     assert loaded.best_epoch == result.best_epoch and loaded.inner_patients == result.inner_patients
     np.testing.assert_array_equal(loaded.history.loss.values, result.history.loss.values)
+    maps = attribution(loaded.model, roi, str(roi.patient.values[0]))  # Grad-CAM averaged over members
+    assert np.nanmin(maps.values) >= 0 and np.isfinite(maps.values).any()
 
 
 def test_config_json_contents(trained, tmp_path):
@@ -80,3 +83,20 @@ def test_info_round_trips(trained, tmp_path):
     _, result = trained
     tagged = dataclasses.replace(result, info={"treatment": "SR", "n_train": 20})
     assert load_model(save_model(tagged, tmp_path / "m")).info == {"treatment": "SR", "n_train": 20}
+
+
+def test_ensemble_is_the_mean_of_its_members_and_round_trips(tmp_path):
+    roi = synthetic_roi(20, n_frames=6, size=16, seed=1)
+    cfg = TrainConfig(network=TINY, epochs=2, batch_size=8, seed=3, device="cpu", n_models=2)
+    result = train(roi, cfg, progress=False)
+    members = [predict_risk(m, roi).values for m in result.model.members]
+    assert not np.allclose(members[0], members[1])  # different inner splits and initial weights
+    np.testing.assert_allclose(predict_risk(result.model, roi).values, np.mean(members, 0), rtol=1e-5, atol=1e-6)
+    single = train(roi, TrainConfig(network=TINY, epochs=2, batch_size=8, seed=3, device="cpu"), progress=False)
+    np.testing.assert_array_equal(members[0], predict_risk(single.model, roi).values)  # member 0 = seed 3
+    assert result.history.sizes["member"] == 2 and len(result.info["best_epochs"]) == 2
+    loaded = load_model(save_model(result, tmp_path / "ens"))
+    np.testing.assert_array_equal(predict_risk(loaded.model, roi).values, predict_risk(result.model, roi).values)
+    np.testing.assert_array_equal(loaded.history.loss.values, result.history.loss.values)
+    maps = attribution(loaded.model, roi, str(roi.patient.values[0]))  # Grad-CAM averaged over members
+    assert np.nanmin(maps.values) >= 0 and np.isfinite(maps.values).any()

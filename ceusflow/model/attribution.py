@@ -29,20 +29,20 @@ from torch.nn import functional as F
 from ceusflow.conventions import FRAME_OK, INTENSITY, PATIENT, PHASE, PHASES, TIME, X, Y
 from ceusflow.errors import InputError
 from ceusflow.model.batches import CineBatches
-from ceusflow.model.network import CoxCNN
+from ceusflow.model.network import CoxCNN, CoxEnsemble
 
 Method = Literal["gradcam", "integrated_gradients"]
 
 __all__ = ["attribution", "plot_attribution"]
 
 
-def attribution(model: CoxCNN, roi: xr.Dataset, patient: str, *, method: Method = "gradcam",
+def attribution(model: CoxCNN | CoxEnsemble, roi: xr.Dataset, patient: str, *, method: Method = "gradcam",
                 stage: int = 4, steps: int = 32, batch_size: int = 8) -> xr.DataArray:
     """Attribution map of one patient's log-hazard over its ROI frames.
 
     Parameters
     ----------
-    model : CoxCNN
+    model : CoxCNN or CoxEnsemble
         Trained network (moved to nothing; runs where its weights are).
     roi : Dataset
         ROI cohort holding ``patient`` (outcomes not needed).
@@ -74,8 +74,11 @@ def attribution(model: CoxCNN, roi: xr.Dataset, patient: str, *, method: Method 
     was_training = model.training
     model.eval()
     try:
-        maps = _gradcam(model, x, mask, stage) if method == "gradcam" else \
-            _integrated(model, x, mask, steps, batch_size)
+        if method == "integrated_gradients":
+            maps = _integrated(model, x, mask, steps, batch_size)
+        else:  # an ensemble's Grad-CAM: the mean of its members' maps
+            members = list(getattr(model, "members", [model]))
+            maps = torch.stack([_gradcam(m, x, mask, stage) for m in members]).mean(0)
     finally:
         model.train(was_training)
     maps = maps.detach().cpu().double().numpy()

@@ -17,7 +17,7 @@ import xarray as xr
 from safetensors.torch import load_file, save_file
 
 from ceusflow.errors import InputError
-from ceusflow.model.network import CoxCNN, NetworkConfig
+from ceusflow.model.network import CoxCNN, CoxEnsemble, NetworkConfig
 from ceusflow.model.train import TrainConfig, Trained
 
 FORMAT = "ceusflow-coxcnn"
@@ -71,11 +71,13 @@ def load_model(path: str | Path) -> Trained:
     folder = Path(path)
     meta = _read_config(folder)
     net = NetworkConfig.from_dict(meta["network"])
-    model = CoxCNN(net)
+    n_models = int(meta["train_config"].get("n_models", 1))
+    model = CoxCNN(net) if n_models == 1 else CoxEnsemble([CoxCNN(net) for _ in range(n_models)])
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
-    hist = meta["history"]
-    history = xr.Dataset({k: ("epoch", np.asarray(v, dtype=float)) for k, v in hist.items()},
-                         coords={"epoch": np.arange(1, len(hist["loss"]) + 1)})
+    hist = {k: np.asarray(v, dtype=float) for k, v in meta["history"].items()}
+    dims = ("epoch",) if n_models == 1 else ("member", "epoch")
+    history = xr.Dataset({k: (dims, v) for k, v in hist.items()},
+                         coords={"epoch": np.arange(1, hist["loss"].shape[-1] + 1)})
     return Trained(model.eval(), TrainConfig.from_json(json.dumps(meta["train_config"])), history,
                    int(meta["best_epoch"]), tuple(meta["inner_patients"]), meta["cohort_hash"],
                    meta["preprocessing"], meta.get("info", {}))

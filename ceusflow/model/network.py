@@ -25,7 +25,7 @@ Conv = Literal["3d", "2plus1d"]
 Norm = Literal["group", "batch", "none"]
 Profile = Literal["paper", "cpu"]
 
-__all__ = ["CoxCNN", "NetworkConfig", "profile"]
+__all__ = ["CoxCNN", "CoxEnsemble", "NetworkConfig", "profile"]
 
 
 @dataclass(frozen=True)
@@ -220,6 +220,27 @@ class CoxCNN(nn.Module):
             return self.encoders[0](x, m).reshape(b, len(PHASES), -1)
         x5, m5 = x.reshape(b, len(PHASES), *x.shape[1:]), m.reshape(b, len(PHASES), -1)
         return torch.stack([enc(x5[:, i], m5[:, i]) for i, enc in enumerate(self.encoders)], 1)
+
+
+class CoxEnsemble(nn.Module):
+    """Bagged Cox-CNNs: the log-hazard is the mean of the members' log-hazards.
+
+    Parameters
+    ----------
+    members : sequence of CoxCNN
+        Networks of the same architecture (one per inner split).
+    """
+
+    def __init__(self, members: list[CoxCNN]) -> None:
+        super().__init__()
+        if not members:
+            raise InputError("CoxEnsemble", "has no members", "pass at least one trained CoxCNN")
+        self.members = nn.ModuleList(members)
+        self.config = members[0].config
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Mean log-hazard of the members, ``(batch,)``; inputs as :meth:`CoxCNN.forward`."""
+        return torch.stack([m(x, mask) for m in self.members]).mean(0)
 
 
 def _check_input(x: Tensor, mask: Tensor) -> None:

@@ -7,19 +7,19 @@ import xarray as xr
 
 from ceusflow.conventions import PATIENT, RISK
 from ceusflow.model.batches import CineBatches
-from ceusflow.model.network import CoxCNN
+from ceusflow.model.network import CoxCNN, CoxEnsemble
 from ceusflow.model.train import Device, TrainConfig, _risks, resolve_device
 
 __all__ = ["predict_risk"]
 
 
-def predict_risk(model: CoxCNN, roi: xr.Dataset, *, batch_size: int = 32,
+def predict_risk(model: CoxCNN | CoxEnsemble, roi: xr.Dataset, *, batch_size: int = 32,
                  device: Device = "cpu", cache: bool | None = False) -> xr.DataArray:
     """Predict the log-hazard (Radiomics signature) of each patient.
 
     Parameters
     ----------
-    model : CoxCNN
+    model : CoxCNN or CoxEnsemble
         A trained network (e.g. ``Trained.model`` or ``load_model(path).model``).
     roi : Dataset
         ROI cohort with ``intensity (patient, phase, time, y, x)`` and ``frame_ok``; outcomes

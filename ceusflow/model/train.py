@@ -36,7 +36,7 @@ from ceusflow.model.batches import (
     describe_roi,
 )
 from ceusflow.model.loss import Ties, cox_nll
-from ceusflow.model.network import CoxCNN, NetworkConfig, profile
+from ceusflow.model.network import CoxCNN, CoxEnsemble, NetworkConfig, profile
 
 Device = Literal["auto", "cpu", "cuda"]
 ProfileChoice = Literal["auto", "paper", "cpu"]
@@ -74,6 +74,10 @@ class TrainConfig:
         bfloat16 mixed precision on CUDA (ignored on CPU).
     cache : bool, optional
         Load the cohort into memory (True), read lazily (False) or decide by size (None).
+    n_models : int
+        Members of a bagged ensemble. Member ``k`` uses ``seed + k`` for its inner split, initial
+        weights, batch order and augmentation and is early-stopped on its own inner split; the
+        log-hazard is the mean of the members' (every training patient is fitted by most members).
     """
 
     profile: ProfileChoice = "auto"
@@ -90,15 +94,17 @@ class TrainConfig:
     device: Device = "auto"
     amp: bool = True
     cache: bool | None = None
+    n_models: int = 1
 
     def __post_init__(self) -> None:
         for name, options in (("profile", ProfileChoice), ("device", Device), ("ties", Ties)):
             if getattr(self, name) not in get_args(options):
                 raise InputError(name, f"{getattr(self, name)!r} is not supported",
                                  f"use one of {get_args(options)}")
-        if self.epochs < 1 or self.batch_size < 2 or not 0.0 < self.inner_fraction < 1.0:
+        if (self.epochs < 1 or self.batch_size < 2 or not 0.0 < self.inner_fraction < 1.0
+                or self.n_models < 1):
             raise InputError("TrainConfig", "needs epochs >= 1, batch_size >= 2, "
-                             "0 < inner_fraction < 1", "fix the configuration")
+                             "0 < inner_fraction < 1, n_models >= 1", "fix the configuration")
 
     def resolved_network(self, device: str) -> NetworkConfig:
         """Return ``network``, or the profile's architecture for ``device``."""
@@ -128,16 +134,19 @@ class Trained:
 
     Attributes
     ----------
-    model : CoxCNN
-        The network with the weights of the best inner-validation epoch, in eval mode, on CPU.
+    model : CoxCNN or CoxEnsemble
+        The network with the weights of the best inner-validation epoch, in eval mode, on CPU
+        (a :class:`CoxEnsemble` of such networks when ``config.n_models > 1``).
     config : TrainConfig
         The training configuration, with ``network`` resolved.
-    history : Dataset (epoch)
-        ``loss`` (mean training loss), ``inner_loss``, ``inner_cindex``, ``seconds``.
+    history : Dataset (epoch) or (member, epoch)
+        ``loss`` (mean training loss), ``inner_loss``, ``inner_cindex``, ``seconds``; ensembles
+        have one row per member (NaN after a member stopped).
     best_epoch : int
-        Epoch (1-based) whose weights were kept.
+        Epoch (1-based) whose weights were kept (ensembles: the median over members; each
+        member's is in ``info["best_epochs"]``).
     inner_patients : tuple of str
-        Patients of the inner validation split.
+        Patients of the inner validation split (ensembles: of member 0).
     cohort_hash : str
         :func:`ceusflow.model.batches.cohort_hash` of the training cohort.
     preprocessing : dict
@@ -146,7 +155,7 @@ class Trained:
         Free JSON-ready facts saved with the checkpoint (e.g. ``treatment``, set by the CLI).
     """
 
-    model: CoxCNN
+    model: CoxCNN | CoxEnsemble
     config: TrainConfig
     history: xr.Dataset
     best_epoch: int
@@ -187,16 +196,32 @@ def train(roi: xr.Dataset, config: TrainConfig | None = None, *, progress: bool 
     check_roi(roi)
     device = resolve_device(config.device)
     config = dataclasses.replace(config, network=config.resolved_network(device.type))
-    fit_idx, val_idx = inner_split(roi[EVENT].values, config.inner_fraction, config.seed)
     cached, message = cache_decision(roi) if config.cache is None else (config.cache, "")
+    if cached and config.n_models > 1:  # load once for every member
+        roi = roi.load()
+    members = [_train_one(roi, dataclasses.replace(config, seed=config.seed + k), device, cached,
+                          progress, message if k == 0 else f"ensemble member {k + 1} of {config.n_models}")
+               for k in range(config.n_models)]
+    model, history, best, inner = members[0]
+    info: dict[str, Any] = {}
+    if config.n_models > 1:
+        model = CoxEnsemble([m[0] for m in members])
+        history = xr.concat([m[1] for m in members], dim="member", join="outer")
+        info["best_epochs"] = [m[2] for m in members]
+        best = int(np.median(info["best_epochs"]))
+    return Trained(model.cpu().eval(), config, history, best, inner, cohort_hash(roi), describe_roi(roi), info)
+
+
+def _train_one(roi: xr.Dataset, config: TrainConfig, device: torch.device, cached: bool, progress: bool,
+               message: str) -> tuple[CoxCNN, xr.Dataset, int, tuple[str, ...]]:
+    """Fit one network on an inner split drawn with ``config.seed``; return it, its history, best epoch."""
+    fit_idx, val_idx = inner_split(roi[EVENT].values, config.inner_fraction, config.seed)
     fit = CineBatches(roi.isel({PATIENT: fit_idx}), augment=config.augment, seed=config.seed,
                       cache=cached)
     val = CineBatches(roi.isel({PATIENT: val_idx}), cache=cached)
     with _deterministic(device), _progress.reporter(progress, message) as report:
         model, history, best = _fit(fit, val, config, device, report)
-    return Trained(model.cpu().eval(), config, history, best,
-                   tuple(str(p) for p in roi[PATIENT].values[val_idx]),
-                   cohort_hash(roi), describe_roi(roi))
+    return model.cpu().eval(), history, best, tuple(str(p) for p in roi[PATIENT].values[val_idx])
 
 
 def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

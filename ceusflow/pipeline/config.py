@@ -40,6 +40,7 @@ profile = "auto"             # "paper" (GPU scale), "cpu" (<= 15 min on 2 cores)
 device = "auto"              # auto | cpu | cuda
 epochs = 40                  # maximum; early stopping on an inner split of the training cohort
 inner_fraction = 0.2
+n_models = 1                 # bagged ensemble: members on different inner splits, mean log-hazard
 
 [statistics]
 horizon_months = 24.0        # 2-year PFS (paper)
@@ -79,6 +80,7 @@ class TrainSection:
     device: str = "auto"
     epochs: int = 40
     inner_fraction: float = 0.2
+    n_models: int = 1
 
 
 @dataclass(frozen=True)
