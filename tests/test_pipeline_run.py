@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import json
+import math
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from ceusflow.pipeline.analysis import PREDICTION_COLUMNS
 from ceusflow.pipeline.config import StudyConfig
-from ceusflow.pipeline.run import run_study
+from ceusflow.pipeline.run import run_study, tic_features
 from ceusflow.simulate import SimulationConfig, write_synthetic_export
 
 # 40 patients and 2 epochs: Cox fits on a dozen training patients may diverge or separate; that is reported
@@ -35,12 +39,58 @@ def study(tmp_path_factory: pytest.TempPathFactory):
 def test_outputs_contract(study) -> None:
     sim, summary, _, root = study
     results = summary.results
-    assert {"predictions.csv", "metrics.json", "report.html", "figures", "models"} <= {p.name for p in results.iterdir()}
+    expected = {"predictions.csv", "metrics.json", "report.html", "figures", "models"}
+    assert expected <= {p.name for p in results.iterdir()}
     pred = pd.read_csv(results / "predictions.csv")
     assert tuple(pred.columns) == PREDICTION_COLUMNS
     assert set(pred["split"]) == {"train", "val"} and set(pred["treatment"]) <= {"RFA", "SR"}
     assert pred[["signature_rfa", "signature_sr"]].notna().all().all()
     assert (results / "models" / "R-RFA" / "model.safetensors").is_file()
+
+
+def test_tic_features_one_column_per_parameter_and_part() -> None:
+    peak = np.arange(6.0).reshape(2, 3)
+    peak[1, 2] = np.nan
+    roi = xr.Dataset({"tic_peak_enhancement": (("patient", "part"), peak),
+                      "tic_mtt": (("patient", "part"), peak + 10), "tic_fit_r2": (("patient", "part"), peak)},
+                     coords={"patient": ["Pa", "Pb"], "part": ["core", "tumour", "rim"]})
+    feats = tic_features(roi, ("peak_enhancement", "mtt", "auc"))  # auc: not in the store, skipped
+    assert list(feats.columns) == ["peak_enhancement_core", "peak_enhancement_tumour", "peak_enhancement_rim",
+                                   "mtt_core", "mtt_tumour", "mtt_rim"]
+    assert feats.loc["Pb", "mtt_tumour"] == 14.0 and np.isnan(feats.loc["Pb", "peak_enhancement_rim"])
+    assert tic_features(roi, ("auc",)).shape == (2, 0)
+
+
+def test_handcrafted_baseline_next_to_the_signatures(study) -> None:
+    _, summary, _, _ = study
+    metrics = json.loads((summary.results / "metrics.json").read_text())
+    pred = pd.read_csv(summary.results / "predictions.csv")
+    for arm in ("RFA", "SR"):
+        base = metrics[f"baseline_{arm}"]
+        for cohort in ("train", "val"):
+            c, (lo, hi) = base[f"c_index_{cohort}"], base[f"ci_{cohort}"]
+            assert math.isfinite(c) and 0 <= c <= 1 and lo <= c <= hi
+        assert base["n_train"] == ((pred["treatment"] == arm) & (pred["split"] == "train")).sum()
+        assert len(base["features"]) >= 9 and all(re.fullmatch(r"[a-z_0-9]+_(core|tumour|rim|parenchyma)", f)
+                                                  for f in base["features"])
+    html = (summary.results / "report.html").read_text()
+    assert "handcrafted TIC baseline, RFA val" in html and "handcrafted TIC baseline, SR val" in html
+
+
+def test_feature_maps_in_report_and_figures(study) -> None:
+    _, summary, _, _ = study
+    results = summary.results
+    drawn = json.loads((results / "metrics.json").read_text())["featuremaps"]["patients"]
+    assert {f"featuremap_{arm}_{rank}" for arm in ("RFA", "SR") for rank in ("highest", "lowest")} == set(drawn)
+    pred = pd.read_csv(results / "predictions.csv").set_index("patient_id")
+    html = (results / "report.html").read_text()
+    for name, info in drawn.items():
+        arm = name.split("_")[1]
+        val = pred[(pred["treatment"] == arm) & (pred["split"] == "val")][f"signature_{arm.lower()}"]
+        assert info["patient"] == (val.idxmax() if name.endswith("highest") else val.idxmin())
+        assert (results / "figures" / f"{name}.png").is_file() and (results / "figures" / f"{name}.svg").is_file()
+        assert re.search(rf'<img alt="{name}" src="data:image/png;base64,[A-Za-z0-9+/=]{{1000,}}"', html)
+    assert "<h2>Feature maps</h2>" in html and "where the model looked, not why" in html
 
 
 def test_no_identifier_in_results(study) -> None:

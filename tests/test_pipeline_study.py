@@ -27,7 +27,8 @@ def test_signature_metrics_cut_on_training_only(patients: pd.DataFrame) -> None:
     config = StudyConfig()
     metrics, figures = study.signature_metrics(patients, "RFA", config)
     assert metrics["val"]["c_index"]["estimate"] > 0.6
-    assert metrics["train"]["c_index"]["low"] < metrics["train"]["c_index"]["estimate"] < metrics["train"]["c_index"]["high"]
+    c = metrics["train"]["c_index"]
+    assert c["low"] < c["estimate"] < c["high"]
     shuffled = patients.copy()
     val = shuffled["split"] == "val"
     shuffled.loc[val, "signature_rfa"] = shuffled.loc[val, "signature_rfa"].sample(frac=1, random_state=1).to_numpy()
@@ -50,3 +51,46 @@ def test_calibration_and_decision_curves(patients: pd.DataFrame) -> None:
     metrics, figures = study.calibration_and_dca(patients, preds, "SR", StudyConfig())
     assert 0 <= metrics["val"]["gronnesby_borgan_p"] <= 1
     assert {"calibration_SR_val", "dca_SR_val"} <= set(figures)
+
+
+def _tic_like(patients: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Two informative "TIC" features (true log-hazards + noise), one nuisance, one constant."""
+    own = np.where(patients["treatment"] == "RFA", patients["log_hazard_rfa"], patients["log_hazard_sr"])
+    return pd.DataFrame({"washout_60_tumour": own + rng.normal(0, 0.7, len(patients)),
+                         "peak_enhancement_rim": -own + rng.normal(0, 1.0, len(patients)),
+                         "mtt_core": rng.normal(20, 5, len(patients)), "constant": 1.0}, index=patients.index)
+
+
+def test_baseline_fits_on_training_only_and_matches_an_independent_fit(patients: pd.DataFrame) -> None:
+    from sksurv.metrics import concordance_index_censored
+
+    from ceusflow import survival
+
+    feats = _tic_like(patients, np.random.default_rng(3))
+    feats.iloc[:12, 0] = np.nan  # imputed with the training median, counted
+    m = study.baseline_metrics(patients, feats, "RFA")
+    assert m["dropped_features"] == ["constant"] and m["converged"]
+    own = patients[patients["treatment"] == "RFA"]
+    assert m["imputed_values"] == m["imputed_patients"] == int(feats.loc[own.index].iloc[:, 0].isna().sum())
+    train, val = own[own["split"] == "train"], own[own["split"] == "val"]
+    assert (m["n_train"], m["n_val"]) == (len(train), len(val))
+    x = feats.loc[own.index, m["features"]]
+    x = x.fillna(x.loc[train.index].median())
+    fit = survival.fit_cox(train["duration"], train["event"], x.loc[train.index], penalizer=study.BASELINE_PENALIZER)
+    lp = survival.linear_predictor(fit, x.loc[val.index])
+    ref = concordance_index_censored(val["event"].to_numpy(), val["duration"].to_numpy(), lp)[0]
+    assert m["c_index_val"] == pytest.approx(ref, abs=1e-12) and m["c_index_val"] > 0.6
+    assert m["ci_val"][0] < m["c_index_val"] < m["ci_val"][1]
+    c_sig = concordance_index_censored(val["event"].to_numpy(), val["duration"].to_numpy(),
+                                       val["signature_rfa"].to_numpy())[0]
+    assert m["vs_signature_val"]["difference"] == pytest.approx(c_sig - ref, abs=1e-12)
+    assert 0 <= m["vs_signature_val"]["p_value"] <= 1
+    changed = feats.copy()
+    changed.loc[val.index, "washout_60_tumour"] = np.random.default_rng(4).normal(0, 1, len(val))
+    again = study.baseline_metrics(patients, changed, "RFA")
+    assert again["c_index_train"] == m["c_index_train"] and again["c_index_val"] != m["c_index_val"]
+
+
+def test_baseline_without_features_is_a_note_not_a_crash(patients: pd.DataFrame) -> None:
+    m = study.baseline_metrics(patients, pd.DataFrame(index=patients.index[:5]), "SR")
+    assert "note" in m and m["features"] == [] and "c_index_val" not in m

@@ -53,3 +53,43 @@ def test_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     assert pixels.std() > 5  # not a blank page
     plot_area = pixels[200:900, :]
     assert (plot_area < 128).mean() > 0.005  # the inlined figure drew dark lines and text
+
+
+def test_feature_maps_of_the_extreme_validation_patients(tmp_path: Path) -> None:
+    import torch
+
+    from ceusflow.model import CoxCNN, NetworkConfig
+    from ceusflow.model._synthetic import pattern_roi
+    from ceusflow.report.featuremaps import feature_maps
+
+    torch.manual_seed(0)
+    roi = pattern_roi(8, size=16, n_frames=4, seed=2)
+    keys = [str(k) for k in roi["patient"].values]
+    patients = pd.DataFrame({"treatment": ["RFA"] * 4 + ["SR"] * 4, "split": ["train", "val", "val", "val"] * 2,
+                             "signature_rfa": [9.0, 0.3, -1.0, 2.0, 0, 0, 0, 0],
+                             "signature_sr": [0, 0, 0, 0, -9.0, 0.5, 1.5, -0.5]}, index=keys)
+    patients.loc["P_GONE"] = ["SR", "val", 0.0, 5.0]  # highest SR risk but not in the ROI store
+    net = NetworkConfig(widths=(4, 8, 8, 8), flatten_grid=1, dropout=0.0)
+    maps = feature_maps({"RFA": CoxCNN(net), "SR": CoxCNN(net)}, roi, patients)
+    assert maps.metrics["patients"]["featuremap_RFA_highest"]["patient"] == keys[3]  # keys[0]: training
+    assert maps.metrics["patients"]["featuremap_RFA_lowest"]["patient"] == keys[2]
+    assert maps.metrics["patients"]["featuremap_SR_lowest"]["patient"] == keys[7]
+    assert [s["patient"] for s in maps.metrics["skipped"]] == ["P_GONE"]
+    assert set(maps.figures) == set(maps.captions) == {"featuremap_RFA_highest", "featuremap_RFA_lowest",
+                                                       "featuremap_SR_lowest"}
+    pngs = save_figures(maps.figures, tmp_path / "figures")
+    html = figure_section(pngs, "featuremap_", maps.captions)
+    assert html.count('src="data:image/png;base64,') == 3 and keys[3] in html
+    assert (tmp_path / "figures" / "featuremap_SR_lowest.svg").is_file()
+
+
+def test_limitations_name_the_baseline_and_the_feature_maps() -> None:
+    from ceusflow.pipeline.analysis import LIMITATIONS, limitations
+    from ceusflow.report.featuremaps import FeatureMaps
+
+    fig, _ = plt.subplots()
+    base = {"imputed_values": 3, "imputed_patients": 2}
+    notes = limitations({"baseline_RFA": base, "baseline_SR": base}, FeatureMaps(figures={"featuremap_RFA_x": fig}))
+    assert notes[:len(LIMITATIONS)] == list(LIMITATIONS) and len(notes) == len(LIMITATIONS) + 2
+    assert "RFA 3 value(s) in 2 patient(s)" in notes[-2] and "Grad-CAM" in notes[-1]
+    assert limitations({}, None) == list(LIMITATIONS)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import html
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ from ceusflow.pipeline.config import StudyConfig
 from ceusflow.pipeline.study import (
     TREATMENTS,
     StudyResults,
+    baseline_metrics,
     calibration_and_dca,
     design_matrix,
     nomogram_figures,
     nomogram_predictions,
     signature_metrics,
 )
+from ceusflow.report.featuremaps import EXPLANATION, FeatureMaps
 from ceusflow.report.write import figure_section, save_figures, table_html, write_outputs
 
 PREDICTION_COLUMNS = ("patient_id", "treatment", "split", "signature_rfa", "signature_sr", "risk_ori", "risk_re",
@@ -123,8 +126,12 @@ def predictions_table(patients: pd.DataFrame, table: pd.DataFrame, cross: dict[s
     return out[list(PREDICTION_COLUMNS)].reset_index(drop=True)
 
 
-def analyse(patients: pd.DataFrame, config: StudyConfig) -> StudyResults:
-    """Every number, table and figure of the paper's results section (pure)."""
+def analyse(patients: pd.DataFrame, config: StudyConfig, features: pd.DataFrame | None = None) -> StudyResults:
+    """Every number, table and figure of the paper's results section (pure).
+
+    ``features`` (patient, feature), when given, are the handcrafted time-intensity features of
+    the comparator (``baseline_<arm>`` in the metrics).
+    """
     res = StudyResults()
     baseline = patients.drop(columns=["signature_rfa", "signature_sr", "split", "duration", "event"], errors="ignore")
     coded = [c for c in CATEGORICAL_CODES if c in baseline and baseline[c].notna().all()]
@@ -135,6 +142,8 @@ def analyse(patients: pd.DataFrame, config: StudyConfig) -> StudyResults:
         res.metrics[f"signature_{arm}"] = metrics
         res.figures.update(figs)
         res.figures.update(nomogram_figures(patients, arm, config))
+        if features is not None:
+            res.metrics[f"baseline_{arm}"] = baseline_metrics(patients, features, arm)
     preds, info = nomogram_predictions(patients, config)
     selected = {arm: info[arm]["selected"] for arm in TREATMENTS}
     table, cross_metrics, (cross, benefit) = recommendations(patients, config, preds, selected)
@@ -159,7 +168,36 @@ def _metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
                 "HR high vs low": c.get("hr", {}).get("estimate", float("nan")),
                 "log-rank p": c.get("logrank_p", float("nan")), "share high risk": c["share_high_risk"],
                 "td-AUC 24 mo": c["td_auc_24m"].get("estimate", float("nan"))}
+        rows.update(_baseline_rows(metrics.get(f"baseline_{arm}"), arm))
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model, cohort")
+
+
+def _baseline_rows(m: dict[str, Any] | None, arm: str) -> dict[str, dict[str, float]]:
+    """The handcrafted baseline's C-index rows of the table (other columns empty)."""
+    if not m or "note" in m:
+        return {}
+    return {f"handcrafted TIC baseline, {arm} {cohort}": {
+        "C-index": m[f"c_index_{cohort}"], "C low": m[f"ci_{cohort}"][0], "C high": m[f"ci_{cohort}"][1]}
+        for cohort in ("train", "val")}
+
+
+def _baseline_notes(metrics: dict[str, Any]) -> str:
+    """One line per arm: the paired validation comparison, or why the baseline is missing."""
+    lines = []
+    for arm in TREATMENTS:
+        m = metrics.get(f"baseline_{arm}")
+        if m is None:
+            continue
+        v = m.get("vs_signature_val", {})
+        if "note" in m:
+            text = f"handcrafted TIC baseline not estimable: {m['note']}"
+        elif "difference" in v:
+            text = (f"validation C-index, R-{arm} signature minus handcrafted TIC baseline: {v['difference']:+.3f} "
+                    f"(95 % CI {v['low']:+.3f} to {v['high']:+.3f}; paired compareC p = {v['p_value']:.3g})")
+        else:
+            text = f"paired comparison with the handcrafted TIC baseline not estimable: {v.get('note', '')}"
+        lines.append(f"<p>{arm}: {html.escape(text)}</p>")
+    return "".join(lines)
 
 
 _KINDS = {"km": "Kaplan–Meier by the {arm} signature's training cut-point", "calibration": "{arm} nomogram calibration",
@@ -178,28 +216,57 @@ def caption(name: str) -> str:
     return _KINDS[kind].format(arm=label) + (_COHORTS.get(rest[1], "") if len(rest) > 1 else "")
 
 
-def _sections(res: StudyResults, pngs: dict[str, bytes]) -> list[tuple[str, str]]:
+def _sections(res: StudyResults, pngs: dict[str, bytes], maps: FeatureMaps | None = None) -> list[tuple[str, str]]:
     table1 = pd.DataFrame(res.metrics["table1"])
     table1 = table1.set_index(table1.columns[0])
     cross = pd.DataFrame({arm: {k: v for k, v in m.items() if k != "subgroups"}
                           for arm, m in res.metrics["cross_stratification"].items()})
-    captions = {name: caption(name) for name in pngs}
+    captions = {name: caption(name) for name in pngs} | (maps.captions if maps else {})
     return [
         ("Table 1: characteristics by treatment", table_html(table1)),
         ("Radiomics signatures: discrimination and stratification",
-         table_html(_metrics_table(res.metrics)) + figure_section(pngs, "km_", captions)),
+         table_html(_metrics_table(res.metrics)) + _baseline_notes(res.metrics)
+         + figure_section(pngs, "km_", captions)),
+        *([("Feature maps", f"<p class='note'>{html.escape(EXPLANATION)}</p>"
+            + figure_section(pngs, "featuremap_", captions))] if maps and maps.figures else []),
         ("Nomograms", figure_section(pngs, "nomogram_", captions) + figure_section(pngs, "forest_", captions)),
         ("Calibration at 2 years", figure_section(pngs, "calibration_", captions)),
         ("Decision curves at 2 years", figure_section(pngs, "dca_", captions)),
         ("Cross-stratification and recommendations (paper Fig. 5)",
          table_html(cross.rename_axis("quantity")) + figure_section(pngs, "cross_", captions)),
-        ("Limitations", "".join(f"<p class='note'>{t}</p>" for t in LIMITATIONS)),
+        ("Limitations", "".join(f"<p class='note'>{html.escape(t)}</p>" for t in limitations(res.metrics, maps))),
     ]
 
 
-def analyse_and_report(patients: pd.DataFrame, config: StudyConfig, results: Path) -> Path:
-    """Run :func:`analyse` and write ``predictions.csv``, ``metrics.json``, ``figures/``, ``report.html``."""
-    res = analyse(patients, config)
+def limitations(metrics: dict[str, Any], maps: FeatureMaps | None = None) -> list[str]:
+    """The fixed limitations plus those of the handcrafted baseline and the feature maps, when shown."""
+    out = list(LIMITATIONS)
+    base = {arm: metrics[f"baseline_{arm}"] for arm in TREATMENTS if f"baseline_{arm}" in metrics}
+    if base:
+        imputed = ", ".join(f"{arm} {m['imputed_values']} value(s) in {m['imputed_patients']} patient(s)"
+                            for arm, m in base.items())
+        out.append("The handcrafted baseline is a ridge-penalised Cox model (fixed penalty, not tuned) on the "
+                   "time-intensity parameters of the automatically tracked ROI parts; missing parameters were "
+                   f"imputed with the training medians ({imputed}). It is one classical comparator, not the best "
+                   "possible one.")
+    if maps and maps.figures:
+        out.append("Feature maps are shown for the highest- and lowest-risk validation patient of each treatment "
+                   "only; Grad-CAM of the last convolution stage is coarse (a few cells per ROI, interpolated) and "
+                   "shows where the model's evidence sits, not a causal or validated finding.")
+    return out
+
+
+def analyse_and_report(patients: pd.DataFrame, config: StudyConfig, results: Path, *,
+                       features: pd.DataFrame | None = None, featuremaps: FeatureMaps | None = None) -> Path:
+    """Run :func:`analyse` and write ``predictions.csv``, ``metrics.json``, ``figures/``, ``report.html``.
+
+    ``features``: handcrafted features of the baseline (see :func:`analyse`); ``featuremaps``:
+    figures of :func:`ceusflow.report.featuremaps.feature_maps`, saved and shown in the report.
+    """
+    res = analyse(patients, config, features)
+    if featuremaps is not None:
+        res.figures.update(featuremaps.figures)
+        res.metrics["featuremaps"] = featuremaps.metrics
     pngs = save_figures(res.figures, results / "figures")
     return write_outputs(results, metrics=res.metrics, predictions=res.predictions,
-                         sections=_sections(res, pngs), title="ceusflow study report")
+                         sections=_sections(res, pngs, featuremaps), title="ceusflow study report")

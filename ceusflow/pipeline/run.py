@@ -23,6 +23,11 @@ from ceusflow.pipeline.cache import StageCache, digest, tree_fingerprint
 from ceusflow.pipeline.config import StudyConfig
 
 Log = Callable[[str], None]
+#: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
+REPORT_VERSION = 2
+#: TIC parameters of the handcrafted baseline (``fit_r2`` is a fit diagnostic, not a perfusion feature).
+BASELINE_TIC = ("peak_enhancement", "time_to_peak", "rise_time", "wash_in_slope", "auc", "mtt", "washout_60",
+                "washout_120", "washout_180")
 
 
 @dataclass
@@ -92,6 +97,33 @@ def patient_table(roi: xr.Dataset) -> pd.DataFrame:
     return df
 
 
+def tic_features(roi: xr.Dataset, parameters: tuple[str, ...] = BASELINE_TIC) -> pd.DataFrame:
+    """Perfusion parameters of every ROI part as one feature table, indexed by pseudonymous key.
+
+    Parameters
+    ----------
+    roi : Dataset
+        ROI store with ``tic_<parameter>`` (patient, part) variables (``ceusflow.preprocess.tic``).
+        Open it with ``chunks=None``: these variables are stored one patient per chunk, and dask
+        would make a task of each (about 4x slower for 400 patients).
+    parameters : tuple of str
+        Which parameters; those the store lacks are skipped.
+
+    Returns
+    -------
+    DataFrame (patient, "<parameter>_<part>")
+        Float values; NaN where the preprocessing could not read a parameter. No column when the
+        store holds no TIC parameter (the baseline then reports that it was not estimable).
+    """
+    found = [p for p in parameters if f"tic_{p}" in roi.data_vars]
+    index = pd.Index([str(k) for k in roi[PATIENT].values], name=PATIENT)
+    if not found:
+        return pd.DataFrame(index=index)
+    table = roi[[f"tic_{p}" for p in found]].compute()
+    cols = {f"{p}_{part}": table[f"tic_{p}"].sel(part=part).values for p in found for part in table["part"].values}
+    return pd.DataFrame(cols, index=index).astype(float)
+
+
 def _split(ctx: _Context) -> dict[str, Any]:
     from ceusflow.survival import balanced_split
 
@@ -121,7 +153,7 @@ def _train(ctx: _Context, arm: str) -> dict[str, Any]:
     keys = table.index[(table["treatment"] == arm) & (split.reindex(table.index) == "train")]
     t = ctx.config.train
     config = TrainConfig(profile=t.profile, device=t.device, epochs=t.epochs, inner_fraction=t.inner_fraction,
-                         seed=ctx.config.seed)
+                         n_models=t.n_models, seed=ctx.config.seed)
     trained = train(roi.sel({PATIENT: list(keys)}), config, progress=ctx.progress)
     save_model(trained, ctx.results / "models" / f"R-{arm}")
     return {"n_train": len(keys), "best_epoch": int(trained.best_epoch)}
@@ -140,14 +172,19 @@ def _signatures(ctx: _Context) -> dict[str, Any]:
 
 
 def _analysis(ctx: _Context) -> dict[str, Any]:
+    from ceusflow.model import load_model
     from ceusflow.pipeline.analysis import analyse_and_report
+    from ceusflow.report.featuremaps import feature_maps
 
-    table = patient_table(xr.open_zarr(ctx.roi_store))
+    roi = xr.open_zarr(ctx.roi_store)
     split = pd.read_csv(ctx.results / "split.csv", index_col=PATIENT)["split"]
     sig = pd.read_csv(ctx.results / "signatures.csv", index_col=PATIENT)
-    patients = table.join(split).join(sig)
-    report = analyse_and_report(patients, ctx.config, ctx.results)
-    return {"report": str(report)}
+    patients = patient_table(roi).join(split).join(sig)
+    models = {arm: load_model(ctx.results / "models" / f"R-{arm}").model for arm in TREATMENTS}
+    maps = feature_maps(models, roi, patients)
+    features = tic_features(xr.open_zarr(ctx.roi_store, chunks=None))
+    report = analyse_and_report(patients, ctx.config, ctx.results, features=features, featuremaps=maps)
+    return {"report": str(report), "featuremaps": len(maps.figures)}
 
 
 def run_study(cohort: str | Path, results: str | Path, config: StudyConfig | None = None, *,
@@ -193,7 +230,7 @@ def run_study(cohort: str | Path, results: str | Path, config: StudyConfig | Non
         ("train R-RFA", lambda: digest(k["split"], config.train, config.seed, "RFA"), lambda: _train(ctx, "RFA")),
         ("train R-SR", lambda: digest(k["split"], config.train, config.seed, "SR"), lambda: _train(ctx, "SR")),
         ("signatures", lambda: digest(k["train R-RFA"], k["train R-SR"]), lambda: _signatures(ctx)),
-        ("statistics and report", lambda: digest(k["signatures"], config.statistics, config.seed),
+        ("statistics and report", lambda: digest(k["signatures"], config.statistics, config.seed, REPORT_VERSION),
          lambda: _analysis(ctx)),
     ]
     for i, (name, key, body) in enumerate(plan, start=1):
@@ -202,4 +239,4 @@ def run_study(cohort: str | Path, results: str | Path, config: StudyConfig | Non
     return summary
 
 
-__all__ = ["RunSummary", "patient_table", "run_study"]
+__all__ = ["RunSummary", "patient_table", "run_study", "tic_features"]

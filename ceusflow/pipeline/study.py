@@ -2,7 +2,8 @@
 
 Input: a DataFrame indexed by pseudonymous patient key with ``treatment``, ``duration`` (months),
 ``event``, ``split`` (train|val), the clinical covariates, and both models' signatures
-``signature_rfa``/``signature_sr`` (higher = higher risk). Nothing here reads or writes files.
+``signature_rfa``/``signature_sr`` (higher = higher risk); the handcrafted baseline also takes a
+table of time-intensity features per patient. Nothing here reads or writes files.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ CANDIDATES = {
     "size_gt2": lambda d: (d["tumor_size_cm"] > 2).astype(float),
     "albi_grade": lambda d: d["albi_grade"].astype(float),
 }
+
+#: Ridge penalty of the handcrafted TIC baseline (lifelines scale; fixed, not tuned).
+BASELINE_PENALIZER = 0.1
 
 
 @dataclass
@@ -219,3 +223,63 @@ def _calibration_one(g: pd.DataFrame, pfs: pd.Series, clinical: pd.Series,
     metrics = {"calibration_slope": cal.slope, "calibration_in_the_large": cal.intercept,
                "gronnesby_borgan_p": gb.p_value, "hosmer_lemeshow_logistic_p": hl.p_value}
     return metrics, {"calibration": survival.plot_calibration(cal), "dca": survival.plot_decision_curve(dca)}
+
+
+def baseline_metrics(patients: pd.DataFrame, features: pd.DataFrame, arm: str,
+                     penalizer: float = BASELINE_PENALIZER) -> dict[str, Any]:
+    """The handcrafted-feature comparator of one arm: penalised Cox on TIC parameters.
+
+    Fitted on the arm's training patients only (:func:`ceusflow.model.evaluate_baseline`), scored
+    on its training and validation patients, and compared with the arm's CNN signature on the
+    validation patients (paired, Kang et al. 2015).
+
+    Parameters
+    ----------
+    patients : DataFrame
+        The per-patient table (module docstring).
+    features : DataFrame (patient, feature)
+        Handcrafted features, indexed by patient key; missing rows or values are imputed with the
+        training medians (counted in the result).
+    arm : {"RFA", "SR"}
+    penalizer : float
+        Ridge penalty (lifelines scale).
+
+    Returns
+    -------
+    dict
+        ``c_index_train``/``c_index_val`` with ``ci_train``/``ci_val`` (95 % IJ CI), ``n_train``,
+        ``n_val``, ``features``, ``dropped_features`` (no training variation), imputation counts,
+        ``converged`` and ``vs_signature_val``; or ``{"note": reason}`` when not estimable.
+    """
+    from ceusflow.model.baseline import evaluate_baseline  # ceusflow.model imports torch: only when needed
+
+    own = patients[patients["treatment"] == arm]
+    train = own.index[own["split"] == "train"]
+    x = features.reindex(own.index).astype(float)
+    usable = [c for c in x.columns if x.loc[train, c].nunique() > 1]
+    missing = x[usable].isna()
+    info: dict[str, Any] = {"features": usable, "dropped_features": [c for c in x.columns if c not in usable],
+                            "penalizer": penalizer, "imputed_values": int(missing.to_numpy().sum()),
+                            "imputed_patients": int(missing.any(axis=1).sum())}
+    try:
+        result = evaluate_baseline(x[usable], own["duration"], own["event"], list(train), penalizer=penalizer)
+    except ValueError as err:  # InputError: no usable feature, too few patients or events
+        return {**info, "note": str(err)}
+    val = own.index[own["split"] == "val"]
+    return {**info, **_cindex_pair("train", result.train_cindex, len(train)),
+            **_cindex_pair("val", result.valid_cindex, len(val)), "converged": bool(result.fit.converged),
+            "vs_signature_val": _versus(own.loc[val], result.risk.loc[val], f"signature_{arm.lower()}")}
+
+
+def _cindex_pair(name: str, c: Any, n: int) -> dict[str, Any]:
+    return {f"c_index_{name}": c.estimate, f"ci_{name}": [c.low, c.high], f"n_{name}": n}
+
+
+def _versus(val: pd.DataFrame, baseline_risk: pd.Series, sig: str) -> dict[str, Any]:
+    """Paired validation C-index difference, signature minus baseline (compareC)."""
+    try:
+        cmp = survival.compare_concordance(val["duration"], val["event"], val[sig], baseline_risk)
+    except ValueError as err:  # InputError: no comparable pair
+        return {"note": str(err)}
+    return {"difference": cmp.difference, "low": cmp.low, "high": cmp.high, "p_value": cmp.p_value,
+            "method": "compareC (Kang et al. 2015), signature minus baseline"}
