@@ -28,7 +28,7 @@ def train_command(
     profile: Annotated[str, typer.Option(help="Network: cpu, paper, or auto (paper on CUDA).")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed: same seed, same CPU weights.")] = 0,
-    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on an inner split).")] = 40,
+    epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on an inner split).")] = 60,
     train_patients: Annotated[Path | None, typer.Option(
         help="Training patients: one key per line, or a CSV with patient[,split]. "
              "Default: the store's 'split' variable.")] = None,

@@ -40,8 +40,8 @@ class CoxCNNSurvival(BaseEstimator):  # type: ignore[misc]
     """
 
     def __init__(self, *, profile: str = "auto", network: NetworkConfig | None = None,
-                 epochs: int = 40, batch_size: int = 32, lr: float = 1e-3,
-                 weight_decay: float = 1e-2, patience: int = 8, inner_fraction: float = 0.2,
+                 epochs: int = 60, batch_size: int = 32, lr: float = 3e-3,
+                 weight_decay: float = 1e-2, patience: int = 12, inner_fraction: float = 0.2,
                  ties: str = "efron", augment: bool = True, seed: int = 0, device: str = "auto",
                  progress: bool = False) -> None:
         self.profile, self.network, self.epochs, self.batch_size = profile, network, epochs, batch_size

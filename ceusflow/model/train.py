@@ -82,11 +82,11 @@ class TrainConfig:
 
     profile: ProfileChoice = "auto"
     network: NetworkConfig | None = None
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-2
-    patience: int = 8
+    patience: int = 12
     inner_fraction: float = 0.2
     ties: Ties = "efron"
     augment: Augment | None = field(default_factory=Augment)

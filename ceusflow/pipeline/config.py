@@ -38,7 +38,7 @@ max_draws = 1000
 [train]
 profile = "auto"             # "paper" (GPU scale), "cpu" (<= 15 min on 2 cores) or "auto" (by device)
 device = "auto"              # auto | cpu | cuda
-epochs = 40                  # maximum; early stopping on an inner split of the training cohort
+epochs = 60                  # maximum; early stopping on an inner split of the training cohort
 inner_fraction = 0.2
 n_models = 1                 # bagged ensemble: members on different inner splits, mean log-hazard
 
@@ -78,7 +78,7 @@ class TrainSection:
 
     profile: str = "auto"
     device: str = "auto"
-    epochs: int = 40
+    epochs: int = 60
     inner_fraction: float = 0.2
     n_models: int = 1
 
