@@ -30,6 +30,7 @@ h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #ddd;padding-bo
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 figure{display:inline-block;margin:.5em;vertical-align:top;max-width:520px}figure img{max-width:100%}
+figure.wide{display:block;max-width:100%}
 figcaption{font-size:.85em;color:#555}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.6em 1em}
 """
 
@@ -67,9 +68,16 @@ def save_figures(figures: Mapping[str, Figure], folder: Path) -> dict[str, bytes
     return pngs
 
 
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def _figure_html(name: str, png: bytes, caption: str) -> str:
     data = base64.b64encode(png).decode()
-    return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+    width, height = _png_size(png)
+    wide = ' class="wide"' if width >= 1400 else ""  # multi-panel figures get the page's width
+    return (f'<figure{wide}><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
