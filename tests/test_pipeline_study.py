@@ -34,7 +34,11 @@ def test_signature_metrics_cut_on_training_only(patients: pd.DataFrame) -> None:
     shuffled.loc[val, "signature_rfa"] = shuffled.loc[val, "signature_rfa"].sample(frac=1, random_state=1).to_numpy()
     again, _ = study.signature_metrics(shuffled, "RFA", config)
     assert again["cutpoint"]["threshold"] == metrics["cutpoint"]["threshold"]
-    assert {"km_RFA_train", "km_RFA_val"} <= set(figures)
+    assert {"km_RFA_train", "km_RFA_val", "tdroc_RFA"} <= set(figures)
+    # the td-ROC legend's AUC (trapezoid of the drawn curve) is the reported td-AUC
+    legend = [t.get_text() for t in figures["tdroc_RFA"].axes[0].get_legend().get_texts()]
+    val_auc = metrics["val"]["td_auc_24m"]["estimate"]
+    assert any(t.startswith("validation") and f"{val_auc:.3f}" in t for t in legend), legend
 
 
 def test_nomograms_predict_both_treatments(patients: pd.DataFrame) -> None:

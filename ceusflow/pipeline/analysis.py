@@ -202,7 +202,8 @@ def _baseline_notes(metrics: dict[str, Any]) -> str:
 
 _KINDS = {"km": "Kaplan–Meier by the {arm} signature's training cut-point", "calibration": "{arm} nomogram calibration",
           "dca": "{arm} nomogram decision curve", "nomogram": "{arm} nomogram (2-year PFS)",
-          "forest": "{arm} nomogram: hazard ratios"}
+          "forest": "{arm} nomogram: hazard ratios",
+          "tdroc": "Time-dependent ROC at 2 years of the {arm} signature (cumulative cases, dynamic controls)"}
 _COHORTS = {"train": ", training cohort", "val": ", validation cohort"}
 
 
@@ -212,7 +213,7 @@ def caption(name: str) -> str:
     if kind not in _KINDS:
         return name.replace("_", " ")
     arm = rest[0] if rest else ""
-    label = f"R-{arm}" if kind == "km" else arm
+    label = f"R-{arm}" if kind in ("km", "tdroc") else arm
     return _KINDS[kind].format(arm=label) + (_COHORTS.get(rest[1], "") if len(rest) > 1 else "")
 
 
@@ -226,7 +227,7 @@ def _sections(res: StudyResults, pngs: dict[str, bytes], maps: FeatureMaps | Non
         ("Table 1: characteristics by treatment", table_html(table1)),
         ("Radiomics signatures: discrimination and stratification",
          table_html(_metrics_table(res.metrics)) + _baseline_notes(res.metrics)
-         + figure_section(pngs, "km_", captions)),
+         + figure_section(pngs, "km_", captions) + figure_section(pngs, "tdroc_", captions)),
         *([("Feature maps", f"<p class='note'>{html.escape(EXPLANATION)}</p>"
             + figure_section(pngs, "featuremap_", captions))] if maps and maps.figures else []),
         ("Nomograms", figure_section(pngs, "nomogram_", captions) + figure_section(pngs, "forest_", captions)),

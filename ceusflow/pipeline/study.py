@@ -89,7 +89,30 @@ def signature_metrics(patients: pd.DataFrame, arm: str,
                 km, logrank=lr, title=f"R-{arm} signature, {name} cohort (cut on training)")
         res["td_auc_24m"] = _td_auc(train, cohort, sig, config)
         out[name] = res
+    roc = _td_roc_figure(train, val, sig, arm, config)
+    if roc is not None:
+        figures[f"tdroc_{arm}"] = roc
     return out, figures
+
+
+def _td_roc_figure(train: pd.DataFrame, val: pd.DataFrame, sig: str, arm: str,
+                   config: StudyConfig) -> Figure | None:
+    """Time-dependent ROC of the signature at the horizon, training and validation cohorts on one plot."""
+    horizon = config.statistics.horizon_months
+    fig = Figure(figsize=(5.2, 5.2))
+    ax = fig.subplots()
+    drawn = 0
+    for name, cohort in (("training", train), ("validation", val)):
+        try:
+            roc = survival.td_roc(train["duration"], train["event"], cohort["duration"], cohort["event"],
+                                  cohort[sig], horizon=horizon)
+        except ValueError:  # InputError: no case or no control at the horizon in this cohort
+            continue
+        area = float(np.trapezoid(roc.tpr.values, roc.fpr.values))
+        survival.plot_td_roc(roc, ax=ax, label=f"{name} (AUC {area:.3f})",
+                             title=f"R-{arm} signature: time-dependent ROC at {horizon:g} months")
+        drawn += 1
+    return fig if drawn else None
 
 
 def _td_auc(train: pd.DataFrame, cohort: pd.DataFrame, sig: str, config: StudyConfig) -> dict[str, float]:
