@@ -75,6 +75,8 @@ def test_handcrafted_baseline_next_to_the_signatures(study) -> None:
                                                   for f in base["features"])
     html = (summary.results / "report.html").read_text()
     assert "handcrafted TIC baseline, RFA val" in html and "handcrafted TIC baseline, SR val" in html
+    assert re.search(r"<td>swap_candidates</td><td>\d+</td><td>\d+</td>", html)  # counts as integers
+    assert 'alt="tdroc_RFA"' in html and 'alt="tdroc_SR"' in html
 
 
 def test_feature_maps_in_report_and_figures(study) -> None:

@@ -220,8 +220,8 @@ def caption(name: str) -> str:
 def _sections(res: StudyResults, pngs: dict[str, bytes], maps: FeatureMaps | None = None) -> list[tuple[str, str]]:
     table1 = pd.DataFrame(res.metrics["table1"])
     table1 = table1.set_index(table1.columns[0])
-    cross = pd.DataFrame({arm: {k: v for k, v in m.items() if k != "subgroups"}
-                          for arm, m in res.metrics["cross_stratification"].items()}, dtype=object)
+    cross = pd.DataFrame({arm: pd.Series({k: v for k, v in m.items() if k != "subgroups"}, dtype=object)
+                          for arm, m in res.metrics["cross_stratification"].items()})  # counts stay integers
     captions = {name: caption(name) for name in pngs} | (maps.captions if maps else {})
     return [
         ("Table 1: characteristics by treatment", table_html(table1)),
