@@ -298,3 +298,14 @@ def test_demo_summary_is_compact_and_identifier_free(files, cohort):
     assert "C-index signature" in text and "mean 2-year PFS, oracle-best" in text
     assert "HR high vs low risk" not in text
     assert not any(pid in text for pid in cohort["patient_id"])
+
+
+def test_json_nulls_in_metrics_read_as_nan(cohort, mapping, truth):
+    # metrics.json stores non-finite numbers (e.g. an infinite HR bound with an empty stratum) as null
+    metrics = _metrics()
+    metrics["signature_SR"]["train"]["hr"]["high"] = None
+    metrics["signature_RFA"]["cutpoint"]["threshold"] = None
+    table = truth_table(_predictions(cohort, mapping), json.loads(json.dumps(metrics)), truth)
+    assert np.isnan(_value(table, "HR high vs low risk", "SR", "train", "ceusflow_high"))
+    assert _value(table, "HR high vs low risk", "SR", "train", "ceusflow") == 3.0
+    assert np.isnan(_value(table, "cut-point", "RFA", "train", "ceusflow"))

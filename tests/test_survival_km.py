@@ -208,3 +208,11 @@ def test_logrank_with_a_group_never_at_risk_matches_lifelines():
     ref = multivariate_logrank_test(t, g, e).test_statistic
     for labels in (g, np.array(["x", "z", "y"])[g], np.array(["c", "b", "a"])[g]):
         assert logrank(t, e, labels).statistic == pytest.approx(ref, rel=1e-9)
+
+
+def test_hazard_ratio_of_a_group_without_events_is_not_estimable():
+    time = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    event = np.array([1, 1, 1, 0, 0, 0])
+    group = np.array(["high", "high", "high", "low", "low", "low"])
+    with pytest.raises(InputError, match="'low' group has no events"):
+        hazard_ratio(time, event, group)

@@ -24,7 +24,7 @@ from ceusflow.pipeline.config import StudyConfig
 
 Log = Callable[[str], None]
 #: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
-REPORT_VERSION = 4
+REPORT_VERSION = 5
 #: TIC parameters of the handcrafted baseline (``fit_r2`` is a fit diagnostic, not a perfusion feature).
 BASELINE_TIC = ("peak_enhancement", "time_to_peak", "rise_time", "wash_in_slope", "auc", "mtt", "washout_60",
                 "washout_120", "washout_180")

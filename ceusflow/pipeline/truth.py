@@ -189,8 +189,8 @@ def truth_table(predictions: pd.DataFrame, metrics: dict[str, Any], truth: pd.Da
 
 def _row(quantity: str, treatment: str, cohort: str, ceusflow: float = NAN, truth: float = NAN,
          ci: tuple[float, float] = (NAN, NAN)) -> dict[str, Any]:
-    return {"quantity": quantity, "treatment": treatment, "cohort": cohort, "ceusflow": float(ceusflow),
-            "ceusflow_low": float(ci[0]), "ceusflow_high": float(ci[1]), "truth": float(truth)}
+    return {"quantity": quantity, "treatment": treatment, "cohort": cohort, "ceusflow": _num(ceusflow),
+            "ceusflow_low": _num(ci[0]), "ceusflow_high": _num(ci[1]), "truth": _num(truth)}
 
 
 def _with_paper(table: pd.DataFrame) -> pd.DataFrame:
@@ -209,10 +209,15 @@ def _get(tree: Any, *keys: str) -> Any:
     return tree
 
 
+def _num(value: Any) -> float:
+    """A metrics.json number; JSON null (a non-finite value, e.g. an infinite CI bound) -> NaN."""
+    return NAN if value is None else float(value)
+
+
 def _estimate(entry: Any) -> tuple[float, tuple[float, float]]:
     if not isinstance(entry, dict):
         return NAN, (NAN, NAN)
-    return float(entry.get("estimate", NAN)), (float(entry.get("low", NAN)), float(entry.get("high", NAN)))
+    return _num(entry.get("estimate")), (_num(entry.get("low")), _num(entry.get("high")))
 
 
 def _oracle_c(truth: pd.DataFrame, rows: pd.Series, score: str) -> float:
@@ -242,7 +247,7 @@ def _signature_rows(pred: pd.DataFrame, metrics: dict[str, Any], truth: pd.DataF
         rows, m = (pred["treatment"] == arm) & (pred["split"] == cohort), _get(sig, cohort)
         c, c_ci = _estimate(_get(m, "c_index"))
         hr, hr_ci = _estimate(_get(m, "hr"))
-        share = float(_get(m, "share_high_risk"))
+        share = _num(_get(m, "share_high_risk"))
         out += [_row("patients", arm, cohort, rows.sum()),
                 _row("C-index signature", arm, cohort, c, _oracle_c(truth, rows, img), c_ci),
                 _row("HR high vs low risk", arm, cohort, hr, _oracle_hr(truth, rows, img, share), hr_ci),

@@ -416,6 +416,11 @@ def hazard_ratio(
     -------
     HazardRatio
         HR of the other level vs ``reference`` with Wald CI and p-value.
+
+    Raises
+    ------
+    InputError
+        Not two levels, no events, or a level without events (the MLE is infinite).
     """
     t, e = survival_arrays(time, event)
     labels = _group_labels(group, t.size)
@@ -428,6 +433,10 @@ def hazard_ratio(
     if not e.any():
         raise InputError("event", "no events", "a hazard ratio needs events")
     comp = levels[1] if ref == levels[0] else levels[0]
+    for level in levels:  # the MLE is infinite (separation): say so instead of printing 1e15
+        if not e[labels == level].any():
+            raise InputError("group", f"the {level!r} group has no events, so the hazard ratio is not estimable",
+                             "report the log-rank test and the Kaplan-Meier curves instead")
     beta, se = _newton(t, e, (labels == comp).astype(float))
     z = float(stats.norm.ppf(1 - alpha / 2))
     p = float(2 * stats.norm.sf(abs(beta / se)))
