@@ -175,12 +175,29 @@ def demo(
     for folder in (cohort, truth_dir_for(cohort), results, out / "cohort.zarr", out / "cohort-roi.zarr"):
         shutil.rmtree(folder, ignore_errors=True)
     simulate(cohort, n_patients=n_patients, fps=DEMO["fps"], rows=DEMO["rows"], cols=DEMO["cols"], seed=seed)
+    _demo_secret(out, seed)
     try:
         summary = run_study(cohort, results, store=out / "cohort.zarr", workers=workers)
     except InputError as err:
         _fail(err)
     typer.echo(summarise_demo(results, truth_dir_for(cohort), out / "cohort.zarr"))
     typer.echo(f"report: {summary.report}  (total {time.perf_counter() - start:.0f} s)")
+
+
+def _demo_secret(out: Path, seed: int) -> None:
+    """Pseudonym secret of the (synthetic) demo, derived from the seed.
+
+    Pseudonyms set the patients' order, hence the split and the training: a fixed secret makes
+    ``ceusflow demo`` give the same numbers on every machine. Real projects keep a random secret.
+    """
+    import hashlib
+    import os
+
+    path = out / ".ceusflow-secret"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(hashlib.sha256(f"ceusflow-demo-{seed}".encode()).hexdigest() + "\n")
 
 
 def _register_stage_commands() -> None:
