@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
 import typer
 import xarray as xr
+from _lazy import raise_if_dask_computes
 from typer.testing import CliRunner
 
 from ceusflow import SimulationConfig, write_synthetic_export
@@ -38,14 +37,6 @@ def roi_store(store):
     report = preprocess_cohort(store, out=out, phases=PHASES, size=16, progress=False)
     assert not report.problems
     return out
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes():
-    def scheduler(dsk, keys, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        raise RuntimeError("dask computed inside a block that must stay lazy")
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def test_output_follows_the_model_contract(store, roi_store):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from _lazy import raise_if_dask_computes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -21,15 +19,6 @@ from ceusflow.preprocess.resample import dark_frames, nearest_frames, resample
 from ceusflow.preprocess.roi import BOX, CORNERS, box_from_mask, expand_box, mask_rois, roi_boxes
 from ceusflow.preprocess.tic import lognormal, part_masks, perfusion_parameters, plot_tic
 from ceusflow.preprocess.track import phase_shift
-
-
-@contextlib.contextmanager
-def raise_if_dask_computes():
-    """Like xarray's test helper: any dask compute inside the block raises."""
-    def scheduler(dsk, keys, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        raise RuntimeError("dask computed inside a block that must stay lazy")
-    with dask.config.set(scheduler=scheduler):
-        yield
 
 
 def _box(values):
