@@ -65,7 +65,9 @@ def _tissues(row: pd.Series, rng: np.random.Generator) -> dict[str, Tissue]:
         "parenchyma": Tissue(blood_volume=1.0, arterial_fraction=0.25, mtt_s=float(rng.uniform(15, 22))),
         "tumour": tumour,
         "core": Tissue(blood_volume=0.08 * bv, arterial_fraction=0.9, mtt_s=20.0),
-        "rim": Tissue(blood_volume=1.0 + 1.2 * rim, arterial_fraction=0.25 + 0.6 * rim, mtt_s=10.0),
+        # peritumoral arterial hyperenhancement (arterioportal shunting, microvascular invasion):
+        # bright in the arterial phase, close to iso-enhancing by the portal phase
+        "rim": Tissue(blood_volume=1.0 + 3.0 * rim, arterial_fraction=0.25 + 0.7 * rim, mtt_s=10.0),
         "satellite": Tissue(blood_volume=bv, arterial_fraction=0.95, mtt_s=6.0,
                             washout_onset_s=tumour.washout_onset_s, washout_degree=tumour.washout_degree,
                             washout_tau_s=tumour.washout_tau_s),
@@ -73,12 +75,15 @@ def _tissues(row: pd.Series, rng: np.random.Generator) -> dict[str, Tissue]:
 
 
 def _satellites(row: pd.Series, radius: float, rng: np.random.Generator) -> tuple[tuple[float, float, float], ...]:
-    """Satellite nodules (dy, dx, radius) in mm relative to the tumour centre, 2-10 mm outside."""
+    """Satellite nodules (dy, dx, radius) in mm relative to the tumour centre, 2-8 mm outside.
+
+    Their centres stay inside the 1 cm margin of the ROI box, where the paper's R-SR looked.
+    """
     out = []
     for _ in range(int(row["satellites"])):
-        angle, gap = rng.uniform(0, 2 * np.pi), rng.uniform(2.0, 10.0)
+        angle, gap = rng.uniform(0, 2 * np.pi), rng.uniform(2.0, 8.0)
         r = radius + gap
-        out.append((r * np.sin(angle), r * np.cos(angle), float(rng.uniform(1.2, 2.5))))
+        out.append((r * np.sin(angle), r * np.cos(angle), float(rng.uniform(2.0, 3.5))))
     return tuple(out)
 
 
@@ -134,7 +139,7 @@ def make_scene(row: pd.Series, rng: np.random.Generator, *, image_size: tuple[in
     return Scene(
         panel_shape=panel, spacing_mm=spacing, dual=dual, centre_mm=centre,
         radius_mm=(radius * float(rng.uniform(0.85, 1.0)), radius),
-        core_fraction=0.7 * float(row["heterogeneity"]), rim_width_mm=3.0,
+        core_fraction=0.7 * float(row["heterogeneity"]), rim_width_mm=2.0 + 6.0 * float(row["rim"]),
         satellites_mm=_satellites(row, radius, rng),
         aif=ArterialInput(arrival_s=float(rng.uniform(10, 15)), first_pass_median_s=float(rng.uniform(5.5, 8.5))),
         tissues=_tissues(row, rng), gain_db=float(rng.normal(0, 2.0)),
