@@ -57,6 +57,26 @@ def test_output_follows_the_model_contract(store, roi_store):
     assert len(CineBatches(roi, cache=False)) == roi.sizes["patient"]
 
 
+def test_intensities_are_stored_as_8_bit_and_decoded_to_float32(store, roi_store):
+    import zarr
+
+    assert zarr.open_array(roi_store / "intensity").dtype == np.uint8  # 4x smaller than float32 on disk
+    roi = open_rois(roi_store)
+    key = str(roi.patient.values[1])
+    tree = open_store(store)
+    rois = tree["rois"].to_dataset().compute().to_dataframe()
+    cine = tree["patients"][key].to_dataset()["intensity"]
+    plan = plan_patient(cine, rois[rois.patient == key], key=key, phases=PHASES)
+    exact = patient_rois(cine, plan, size=16, phases=PHASES).intensity.values
+    stored = roi.intensity.sel(patient=key).values
+    assert stored.dtype == np.float32 and "scale_factor" not in roi.intensity.attrs
+    assert np.abs(stored - exact).max() <= 0.5 / 255 + 1e-6  # rounding to the source's 8 bits, no more
+    assert np.abs(stored - exact).max() > 0  # resampling made fractional greys: the rounding is real
+    np.testing.assert_array_equal(np.rint(stored * 255) / 255, stored)
+    plain = xr.open_zarr(roi_store).intensity.sel(patient=key).values  # plain xarray: CF-decoded float64
+    np.testing.assert_allclose(plain, stored, atol=1e-6)
+
+
 def test_patient_pipeline_is_lazy(store):
     tree = open_store(store)
     rois = tree["rois"].to_dataset().compute().to_dataframe()

@@ -19,6 +19,7 @@ import xarray as xr
 from ceusflow.conventions import PATIENT, TREATMENT, TREATMENTS
 from ceusflow.errors import InputError
 from ceusflow.model.batches import check_roi
+from ceusflow.preprocess.cohort import open_rois
 
 SPLIT = "split"
 TRAIN_LABELS = ("train", "training")
@@ -47,7 +48,7 @@ def open_roi(path: str | Path, *, outcomes: bool = True) -> xr.Dataset:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            roi = xr.open_zarr(path)
+            roi = open_rois(path)
     except Exception as err:  # zarr/xarray raise many types for a folder that is not a store
         raise InputError(str(path), f"is not a readable Zarr store ({type(err).__name__})",
                          "pass the ROI store written by the preprocessing") from None

@@ -21,6 +21,7 @@ from ceusflow.conventions import CLINICAL_COLUMNS, PATIENT, TREATMENTS
 from ceusflow.errors import InputError
 from ceusflow.pipeline.cache import StageCache, digest, tree_fingerprint
 from ceusflow.pipeline.config import StudyConfig
+from ceusflow.preprocess.cohort import open_rois
 
 Log = Callable[[str], None]
 #: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
@@ -127,7 +128,7 @@ def tic_features(roi: xr.Dataset, parameters: tuple[str, ...] = BASELINE_TIC) ->
 def _split(ctx: _Context) -> dict[str, Any]:
     from ceusflow.survival import balanced_split
 
-    df = patient_table(xr.open_zarr(ctx.roi_store))
+    df = patient_table(open_rois(ctx.roi_store))
     s = ctx.config.split
     split = pd.Series("val", index=df.index, name="split")
     draws = {}
@@ -147,7 +148,7 @@ def _split(ctx: _Context) -> dict[str, Any]:
 def _train(ctx: _Context, arm: str) -> dict[str, Any]:
     from ceusflow.model import TrainConfig, save_model, train
 
-    roi = xr.open_zarr(ctx.roi_store)
+    roi = open_rois(ctx.roi_store)
     split = pd.read_csv(ctx.results / "split.csv", index_col=PATIENT)["split"]
     table = patient_table(roi)
     keys = table.index[(table["treatment"] == arm) & (split.reindex(table.index) == "train")]
@@ -162,7 +163,7 @@ def _train(ctx: _Context, arm: str) -> dict[str, Any]:
 def _signatures(ctx: _Context) -> dict[str, Any]:
     from ceusflow.model import load_model, predict_risk
 
-    roi = xr.open_zarr(ctx.roi_store)
+    roi = open_rois(ctx.roi_store)
     out = pd.DataFrame(index=pd.Index(roi[PATIENT].values, name=PATIENT))
     for arm in TREATMENTS:
         model = load_model(ctx.results / "models" / f"R-{arm}")
@@ -176,13 +177,13 @@ def _analysis(ctx: _Context) -> dict[str, Any]:
     from ceusflow.pipeline.analysis import analyse_and_report
     from ceusflow.report.featuremaps import feature_maps
 
-    roi = xr.open_zarr(ctx.roi_store)
+    roi = open_rois(ctx.roi_store)
     split = pd.read_csv(ctx.results / "split.csv", index_col=PATIENT)["split"]
     sig = pd.read_csv(ctx.results / "signatures.csv", index_col=PATIENT)
     patients = patient_table(roi).join(split).join(sig)
     models = {arm: load_model(ctx.results / "models" / f"R-{arm}").model for arm in TREATMENTS}
     maps = feature_maps(models, roi, patients)
-    features = tic_features(xr.open_zarr(ctx.roi_store, chunks=None))
+    features = tic_features(open_rois(ctx.roi_store, chunks=None))
     report = analyse_and_report(patients, ctx.config, ctx.results, features=features, featuremaps=maps)
     return {"report": str(report), "featuremaps": len(maps.figures)}
 
