@@ -105,13 +105,14 @@ def convert(
     scheduler: Annotated[str | None, typer.Option(help="Address of a dask.distributed scheduler.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail if any input is skipped or flagged.")] = False,
     max_fps: Annotated[float | None, typer.Option(help="Store at most this many frames per second.")] = None,
+    codec: Annotated[str, typer.Option(help="zstd (smaller store) | lz4 (faster conversion).")] = "zstd",
 ) -> None:
     """Convert DICOM cines + clinical table into one de-identified, chunked Zarr store (resumable)."""
     from ceusflow.convert import convert_cohort
 
     try:
         report = convert_cohort(cohort, store, workers=workers, scheduler=scheduler, strict=strict,
-                                max_fps=max_fps, progress=True)
+                                max_fps=max_fps, codec=codec, progress=True)
     except InputError as err:
         _fail(err)
     raise typer.Exit(code=report.exit_code(strict=strict))

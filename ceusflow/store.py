@@ -31,7 +31,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ceusflow.conventions import INTENSITY, TIME
-from ceusflow.errors import StoreError
+from ceusflow.errors import InputError, StoreError
 
 LAYOUT = "ceusflow-cohort/1"
 PATIENTS = "patients"
@@ -39,9 +39,16 @@ PATIENTS = "patients"
 SHARD_FRAMES = 128
 
 
-def compressor() -> BloscCodec:
-    """Blosc-zstd level 1: speckle compresses ~2.6-2.9x losslessly whatever the level."""
-    return BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle")
+#: Lossless codecs offered for the cines (Blosc, level 1, no shuffle: uint8 speckle gains nothing
+#: from higher levels). zstd stores ~13 % fewer bytes; lz4 encodes ~4x faster (``docs/store.md``).
+CODECS = ("zstd", "lz4")
+
+
+def compressor(name: str = "zstd") -> BloscCodec:
+    """Blosc ``name`` (zstd or lz4) level 1: speckle compresses ~2-2.9x losslessly whatever the level."""
+    if name not in CODECS:
+        raise InputError("codec", f"{name!r} is not a known codec", f"choose one of {', '.join(CODECS)}")
+    return BloscCodec(cname=name, clevel=1, shuffle="noshuffle")
 
 
 def create_store(path: str | os.PathLike[str]) -> Path:
@@ -79,13 +86,15 @@ def finished_patients(path: str | os.PathLike[str]) -> set[str]:
     return {p.name for p in folder.iterdir() if (p / "zarr.json").is_file()}
 
 
-def cine_encoding(cine: xr.DataArray, *, shard_frames: int = SHARD_FRAMES) -> dict[str, dict[str, Any]]:
+def cine_encoding(cine: xr.DataArray, *, shard_frames: int = SHARD_FRAMES,
+                  codec: str = "zstd") -> dict[str, dict[str, Any]]:
     """Zarr encoding of a cine: one frame per chunk, ``shard_frames`` frames per shard.
 
     Parameters
     ----------
     cine : DataArray (time, y, x[, channel])
     shard_frames : int
+    codec : {"zstd", "lz4"}
 
     Returns
     -------
@@ -94,12 +103,16 @@ def cine_encoding(cine: xr.DataArray, *, shard_frames: int = SHARD_FRAMES) -> di
     """
     frame = tuple(cine.shape[1:])
     shard = (max(min(shard_frames, cine.sizes[TIME]), 1), *frame)
-    return {INTENSITY: {"chunks": (1, *frame), "shards": shard, "compressors": (compressor(),)}}
+    return {INTENSITY: {"chunks": (1, *frame), "shards": shard, "compressors": (compressor(codec),)}}
 
 
 def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
-                  *, shard_frames: int = SHARD_FRAMES) -> int:
+                  *, shard_frames: int = SHARD_FRAMES, codec: str = "zstd") -> int:
     """Write one patient's cine atomically (staging folder, then rename).
+
+    xarray writes the group's metadata and coordinates; the pixels are then written shard by
+    shard by :func:`write_shards` (one dask block = one shard, decoded, encoded and written before
+    the next is decoded, so memory holds one shard whatever the cine length).
 
     Parameters
     ----------
@@ -108,8 +121,9 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
     key : str
         Patient pseudonym.
     cine : DataArray (time, y, x[, channel])
-        Lazy; its dask chunks should hold ``shard_frames`` frames so each task writes whole shards.
+        Lazy; rechunked here so that each dask block is one shard.
     shard_frames : int
+    codec : {"zstd", "lz4"}
 
     Returns
     -------
@@ -120,8 +134,10 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
     tmp.parent.mkdir(parents=True, exist_ok=True)
     data = cine.chunk({TIME: max(min(shard_frames, cine.sizes[TIME]), 1)})  # dask chunk = one shard
     with dask.config.set(scheduler="synchronous"):
-        data.to_dataset().to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False,
-                                  encoding=cine_encoding(cine, shard_frames=shard_frames))
+        data = data.assign_coords({k: v.load() for k, v in data.coords.items()})  # per-frame metadata
+        data.to_dataset().to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False,
+                                  encoding=cine_encoding(cine, shard_frames=shard_frames, codec=codec))
+        write_shards(tmp / INTENSITY, data.data)
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
     target = Path(path) / PATIENTS / key
     try:
@@ -129,6 +145,69 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
     except OSError:  # another writer finished this patient first
         shutil.rmtree(tmp, ignore_errors=True)
     return size
+
+
+def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
+    """Fill an existing sharded Zarr v3 array shard by shard, encoding with numcodecs directly.
+
+    zarr-python encodes every inner chunk through its async codec pipeline, which here capped
+    writes near 150 MB/s whatever the codec (one 300 kB frame per chunk); the same Blosc codec
+    called directly runs at its own speed. The shard bytes follow the Zarr v3 sharding
+    specification: the encoded inner chunks in C order, then the index ``(offset, nbytes)`` as
+    little-endian uint64 with its CRC32C. Arrays whose codecs differ from the layout written by
+    :func:`cine_encoding` are written through zarr instead.
+
+    Parameters
+    ----------
+    array_path : path-like
+        The array's folder (its ``zarr.json`` already written).
+    data : dask.array.Array or ndarray
+        The whole array, chunked along the first axis exactly as the shards (dask) or in memory.
+    """
+    import dask.array as da
+    from numcodecs import CRC32C, Blosc
+    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+
+    array = zarr.open_array(array_path, mode="r+", zarr_format=3)
+    codecs = array.metadata.codecs
+    sharding = codecs[0] if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
+    inner = sharding.codecs if sharding is not None else ()
+    index = sharding.index_codecs if sharding is not None else ()
+    direct = (sharding is not None and str(sharding.index_location.value) == "end"
+              and len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
+              and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
+              and array.dtype.itemsize == 1 and tuple(sharding.chunk_shape[1:]) == array.shape[1:]
+              and sharding.chunk_shape[0] == 1)
+    blocks = data if isinstance(data, da.Array) else da.from_array(data, chunks=(array.shards[0],) + array.shape[1:])
+    if not direct or blocks.chunks[0][:-1] != (array.shards[0],) * (len(blocks.chunks[0]) - 1):
+        array[...] = np.asarray(data) if not isinstance(data, da.Array) else data.compute()
+        return
+    blosc = inner[1]
+    codec = Blosc(cname=str(blosc.cname.value), clevel=int(blosc.clevel),
+                  shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
+                           "bitshuffle": Blosc.BITSHUFFLE}[str(blosc.shuffle.value)], blocksize=int(blosc.blocksize))
+    crc, per_shard, fill = CRC32C(), array.shards[0], array.fill_value
+    grid = "/".join(["0"] * (array.ndim - 1))
+    folder = Path(array_path) / "c"
+    start = 0
+    for i, n in enumerate(blocks.chunks[0]):
+        block = np.ascontiguousarray(blocks[start:start + n].compute(), dtype=array.dtype)
+        start += n
+        # chunks equal to the fill value stay absent, as zarr writes them: same bytes as zarr's writer
+        parts = [None if not frame.any() and fill == 0 else codec.encode(frame) for frame in block]
+        table = np.full((per_shard, 2), np.iinfo(np.uint64).max, dtype="<u8")  # absent chunks
+        offset = 0
+        for k, part in enumerate(parts):
+            if part is not None:
+                table[k] = offset, len(part)
+                offset += len(part)
+        target = folder / str(i) / grid
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as f:
+            for part in parts:
+                if part is not None:
+                    f.write(part)
+            f.write(bytes(crc.encode(table.reshape(per_shard, *([1] * (array.ndim - 1)), 2).tobytes())))
 
 
 def write_table(path: str | os.PathLike[str], name: str, table: xr.Dataset) -> None:

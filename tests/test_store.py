@@ -110,3 +110,54 @@ def test_clinical_problems_are_one_line_each_and_name_rows(tmp_path):
                         ("clinical.csv:4", "non-numeric age; set to missing")]
     assert ds.sizes["patient"] == 2 and np.isnan(ds.age.values).sum() == 1
     assert "A1" not in repr(ds) and "B2" not in repr(ds)
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+@pytest.mark.parametrize("channels", [False, True])
+def test_direct_shard_writer_writes_the_bytes_zarr_writes(tmp_path, monkeypatch, codec, channels):
+    from ceusflow.store import compressor, write_shards
+
+    rng = np.random.default_rng(3)
+    shape = (23, 12, 10, 3) if channels else (23, 12, 10)
+    data = rng.integers(0, 40, shape, dtype=np.uint8)
+    data[5] = 0  # a chunk equal to the fill value: zarr leaves it absent from the shard
+    data[-1] = 0  # ... also in the partial last shard
+    paths = []
+    for name in ("zarr", "direct"):
+        path = tmp_path / f"{name}.zarr"
+        array = zarr.create_array(path, shape=shape, dtype="uint8", chunks=(1, *shape[1:]),
+                                  shards=(8, *shape[1:]), compressors=(compressor(codec),), zarr_format=3)
+        if name == "zarr":
+            array[...] = data
+        else:
+            with monkeypatch.context() as m:  # the direct path must not fall back to zarr's writer
+                m.setattr(zarr.Array, "__setitem__", lambda *a: pytest.fail("fell back to zarr"))
+                write_shards(path, da.from_array(data, chunks=(8, *shape[1:])))
+        paths.append(path)
+    np.testing.assert_array_equal(zarr.open_array(paths[1])[...], data)
+    shards = sorted(p.relative_to(paths[0]) for p in (paths[0] / "c").rglob("*") if p.is_file())
+    assert len(shards) == 3
+    for rel in shards:
+        assert (paths[0] / rel).read_bytes() == (paths[1] / rel).read_bytes()
+
+
+def test_shard_writer_falls_back_to_zarr_for_other_layouts(tmp_path):
+    from ceusflow.store import write_shards
+
+    data = np.random.default_rng(4).integers(0, 255, (9, 6, 5), dtype=np.uint8)
+    zarr.create_array(tmp_path / "a.zarr", shape=data.shape, dtype="uint8", chunks=(3, 6, 5), zarr_format=3)
+    write_shards(tmp_path / "a.zarr", da.from_array(data, chunks=(3, 6, 5)))  # no shards: zarr writes it
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "a.zarr")[...], data)
+
+
+def test_lz4_store_holds_the_same_pixels(tmp_path):
+    cine, data = _cine(n=12)
+    for codec in ("zstd", "lz4"):
+        store = create_store(tmp_path / f"{codec}.zarr")
+        write_patient(store, "Pabc", cine, shard_frames=5, codec=codec)
+        tree = open_store(store)
+        np.testing.assert_array_equal(tree["patients/Pabc"].intensity.values, data)
+        meta = zarr.open_array(store / PATIENTS / "Pabc" / "intensity").metadata.codecs[0].codecs[1]
+        assert meta.cname.value == codec
+    with pytest.raises(InputError, match="codec"):
+        write_patient(create_store(tmp_path / "x.zarr"), "Pabc", cine, codec="gzip")

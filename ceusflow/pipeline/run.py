@@ -76,7 +76,7 @@ def _convert(ctx: _Context) -> dict[str, Any]:
 
     max_fps = ctx.config.convert.max_fps or None
     report = convert_cohort(ctx.cohort, ctx.store, workers=ctx.workers, scheduler=ctx.scheduler,
-                            max_fps=max_fps, progress=ctx.progress)
+                            max_fps=max_fps, codec=ctx.config.convert.codec, progress=ctx.progress)
     return {"converted": len(report.converted) + len(report.resumed), "problems": len(report.problems)}
 
 
