@@ -1,6 +1,6 @@
 """Benchmark `convert_cohort`: throughput vs decode-only, scaling, peak RSS, stored/DICOM bytes, chunking.
 
-Usage: .venv/bin/python benchmarks/convert.py [--seconds 10] [--patients 4] [--rss] [--chunks]
+Usage: .venv/bin/python benchmarks/convert.py [--seconds 10] [--patients 4] [--codecs zstd,lz4] [--rss] [--chunks]
 
 Prints ratios (ours vs the reference path on the same files, same machine); never asserted in tests.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -55,23 +56,24 @@ def timed_convert(cohort: Path, store: Path, **kwargs) -> tuple[float, object]:
     return time.perf_counter() - start, report
 
 
-def throughput(tmp: Path, patients: int, seconds: float) -> None:
+def throughput(tmp: Path, patients: int, seconds: float, codecs: tuple[str, ...]) -> None:
     for encoding in ("jpeg", "native", "rle"):
         cohort = make_cohort(tmp / f"c-{encoding}", patients=patients, seconds=seconds, encoding=encoding)
         t_dec, frames, size = decode_only(cohort)
-        t1, rep1 = timed_convert(cohort, tmp / f"s1-{encoding}.zarr")
-        t2, _ = timed_convert(cohort, tmp / f"s2-{encoding}.zarr", workers=2)
-        t1p, _ = timed_convert(cohort, tmp / f"s1p-{encoding}.zarr", workers=1)
-        print(json.dumps({
-            "format": encoding, "frames": frames, "dicom_MB": round(size / 1e6, 1),
-            "decode_only_fps": round(frames / t_dec), "convert_fps": round(frames / t1),
-            "convert_vs_decode_only": round(t_dec / t1, 2),
-            "convert_MB_s_per_core_dicom": round(size / t1 / 1e6, 1),
-            "convert_MB_s_per_core_pixels": round(frames * ROWS * COLS / t1 / 1e6, 1),
-            "workers2_vs_workers1": round(t1p / t2, 2),
-            "stored_vs_dicom_bytes": round(rep1.bytes_out / size, 3),
-            "stored_vs_raw_pixels": round(rep1.bytes_out / (frames * ROWS * COLS), 3),
-        }))
+        for codec in codecs:
+            t1, rep1 = timed_convert(cohort, tmp / f"s1-{encoding}-{codec}.zarr", codec=codec)
+            t2, _ = timed_convert(cohort, tmp / f"s2-{encoding}-{codec}.zarr", workers=2, codec=codec)
+            t1p, _ = timed_convert(cohort, tmp / f"s1p-{encoding}-{codec}.zarr", workers=1, codec=codec)
+            print(json.dumps({
+                "format": encoding, "codec": codec, "frames": frames, "dicom_MB": round(size / 1e6, 1),
+                "decode_only_fps": round(frames / t_dec), "convert_fps": round(frames / t1),
+                "convert_vs_decode_only": round(t_dec / t1, 2),
+                "convert_MB_s_per_core_dicom": round(size / t1 / 1e6, 1),
+                "convert_MB_s_per_core_pixels": round(frames * ROWS * COLS / t1 / 1e6, 1),
+                "workers2_vs_workers1": round(t1p / t2, 2),
+                "stored_vs_dicom_bytes": round(rep1.bytes_out / size, 3),
+                "stored_vs_raw_pixels": round(rep1.bytes_out / (frames * ROWS * COLS), 3),
+            }), flush=True)
 
 
 # ru_maxrss survives fork+exec on Linux (the child would report the parent's peak, which holds the
@@ -145,13 +147,16 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=4)
     parser.add_argument("--rss", action="store_true", help="also the 30 s vs 180 s peak-RSS run")
     parser.add_argument("--chunks", action="store_true", help="also the chunk-layout measurement")
+    parser.add_argument("--codecs", default="zstd,lz4", help="comma-separated codecs to convert with")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        throughput(Path(tmp), args.patients, args.seconds)
+        print(json.dumps({"load_before": os.getloadavg()[0]}))
+        throughput(Path(tmp), args.patients, args.seconds, tuple(args.codecs.split(",")))
         if args.rss:
             peak_rss(Path(tmp))
         if args.chunks:
             chunking(Path(tmp))
+    print(json.dumps({"load_after": os.getloadavg()[0]}))
     print(json.dumps({"self_peak_rss_MiB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
 
 

@@ -211,7 +211,7 @@ def main() -> None:
     ap.add_argument("--cols", type=int, default=160)
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--skip-rss", action="store_true")
-    ap.add_argument("--only", choices=["tracking"], help="run one section only")
+    ap.add_argument("--only", choices=["tracking", "workers", "rss"], help="run one section only")
     ap.add_argument("--track-patients", type=int, default=6)
     ap.add_argument("--track-seconds", type=float, default=185.0)
     args = ap.parse_args()
@@ -221,23 +221,26 @@ def main() -> None:
         if args.only == "tracking":
             return _print_tracking(root, args)
         store = simulate(root / "a", args.patients, args.rows, args.cols, args.fps, 185.0, 11)
-        amp = pd.DataFrame(amplification(store))
-        print("\n## read amplification (bytes read / bytes needed)\n", amp.round(2).to_string(index=False))
-        print(f"median ours {amp.ours.median():.2f}, naive {amp.naive.median():.2f}")
-        one = child_rss(store, root / "w1.zarr", 1)
-        two = child_rss(store, root / "w2.zarr", 2)
-        dist = cluster_time(store, root / "d.zarr")
-        print(f"\n## workers ({args.patients} patients)\n1 process {one['s']:.1f} s, 2 processes {two['s']:.1f} s "
-              f"(x{one['s'] / two['s']:.2f}), LocalCluster(2) {dist:.1f} s (x{one['s'] / dist:.2f}); load {load()}")
-        per_patient = one["s"] / args.patients
-        print(f"per patient (1 process): {per_patient:.2f} s -> 419 patients ~ {419 * per_patient / 60:.1f} min "
-              f"on 1 core, at {args.rows}x{args.cols} px, {args.fps} fps stored")
-        if not args.skip_rss:
+        if args.only in (None, "workers"):
+            amp = pd.DataFrame(amplification(store))
+            print("\n## read amplification (bytes read / bytes needed)\n", amp.round(2).to_string(index=False))
+            print(f"median ours {amp.ours.median():.2f}, naive {amp.naive.median():.2f}")
+            one = child_rss(store, root / "w1.zarr", 1)
+            two = child_rss(store, root / "w2.zarr", 2)
+            dist = cluster_time(store, root / "d.zarr")
+            print(f"\n## workers ({args.patients} patients)\n1 process {one['s']:.1f} s, 2 processes {two['s']:.1f} s "
+                  f"(x{one['s'] / two['s']:.2f}), LocalCluster(2) {dist:.1f} s (x{one['s'] / dist:.2f}); load {load()}")
+            per_patient = one["s"] / args.patients
+            print(f"per patient (1 process): {per_patient:.2f} s -> 419 patients ~ {419 * per_patient / 60:.1f} min "
+                  f"on 1 core, at {args.rows}x{args.cols} px, {args.fps} fps stored")
+        if args.only in (None, "rss") and not args.skip_rss:
             for n in (args.small, args.large):
                 big = replicate(store, root / f"r{n}.zarr", n)
                 r = child_rss(big, root / f"r{n}-roi.zarr", 0)
                 print(f"\n## cohort of {n}: {r['s']:.1f} s, peak RSS {r['rss_mb']:.0f} MB "
-                      f"({r['s'] / n:.2f} s/patient); load {load()}")
+                      f"({r['s'] / n:.2f} s/patient); load {load()}", flush=True)
+        if args.only is not None:
+            return None
         _print_tracking(root, args)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -27,6 +27,7 @@ import xarray as xr
 from ceusflow.model import CineBatches, CoxCNN, TrainConfig, profile
 from ceusflow.model._synthetic import synthetic_roi
 from ceusflow.model.train import _train_epoch
+from ceusflow.preprocess.cohort import ENCODING, open_rois
 
 VALID = {0: 90, 1: 150, 2: 120}  # frames per phase at 2 fps
 
@@ -76,8 +77,12 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     roi = _cohort(args.patients)
     with tempfile.TemporaryDirectory() as tmp:
-        roi.chunk({"patient": 1}).to_zarr(Path(tmp) / "roi.zarr")
-        lazy = xr.open_zarr(Path(tmp) / "roi.zarr")
+        # the ROI store's own layout: 8-bit intensities (CF scale 1/255), one patient per chunk
+        stored = roi.assign(intensity=np.rint(roi.intensity * 255) / 255).chunk({"patient": 1})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stored.to_zarr(Path(tmp) / "roi.zarr", encoding=ENCODING)
+        lazy = open_rois(Path(tmp) / "roi.zarr")
         memory, store = CineBatches(roi, cache=True), CineBatches(lazy, cache=False)
         print(f"torch threads: {torch.get_num_threads()}; load average before: {os.getloadavg()}")
         print("patients/s: wall clock [CPU time / threads], medians of", args.repeats,
