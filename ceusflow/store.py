@@ -110,9 +110,10 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
                   *, shard_frames: int = SHARD_FRAMES, codec: str = "zstd") -> int:
     """Write one patient's cine atomically (staging folder, then rename).
 
-    xarray writes the group's metadata and coordinates; the pixels are then written shard by
-    shard by :func:`write_shards` (one dask block = one shard, decoded, encoded and written before
-    the next is decoded, so memory holds one shard whatever the cine length).
+    xarray writes the group's metadata and coordinates (pixels as a never-computed placeholder);
+    :func:`write_shards` then streams the pixels: each dask block of the cine is decoded once, in
+    time order, and every full shard is encoded and written before more is decoded, so memory holds
+    about one shard whatever the cine length.
 
     Parameters
     ----------
@@ -121,7 +122,7 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
     key : str
         Patient pseudonym.
     cine : DataArray (time, y, x[, channel])
-        Lazy; rechunked here so that each dask block is one shard.
+        Lazy (dask) or in memory; any chunking along time.
     shard_frames : int
     codec : {"zstd", "lz4"}
 
@@ -130,14 +131,18 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
     int
         Bytes written.
     """
+    import dask.array as da
+
     tmp = staging_dir(path) / f"{key}.{uuid.uuid4().hex}"
     tmp.parent.mkdir(parents=True, exist_ok=True)
-    data = cine.chunk({TIME: max(min(shard_frames, cine.sizes[TIME]), 1)})  # dask chunk = one shard
+    encoding = cine_encoding(cine, shard_frames=shard_frames, codec=codec)
     with dask.config.set(scheduler="synchronous"):
-        data = data.assign_coords({k: v.load() for k, v in data.coords.items()})  # per-frame metadata
-        data.to_dataset().to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False,
-                                  encoding=cine_encoding(cine, shard_frames=shard_frames, codec=codec))
-        write_shards(tmp / INTENSITY, data.data)
+        coords = {k: v.load() for k, v in cine.coords.items()}  # per-frame metadata: small
+        shard = encoding[INTENSITY]["shards"]
+        placeholder = cine.copy(data=da.zeros(cine.shape, dtype=cine.dtype, chunks=shard)).assign_coords(coords)
+        placeholder.to_dataset().to_zarr(tmp, mode="w-", zarr_format=3, consolidated=False, compute=False,
+                                         encoding=encoding)
+        write_shards(tmp / INTENSITY, cine.data)
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
     target = Path(path) / PATIENTS / key
     try:
@@ -148,66 +153,89 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
 
 
 def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
-    """Fill an existing sharded Zarr v3 array shard by shard, encoding with numcodecs directly.
+    """Fill an existing Zarr v3 array, sharded along its first axis, one whole shard at a time.
 
-    zarr-python encodes every inner chunk through its async codec pipeline, which here capped
-    writes near 150 MB/s whatever the codec (one 300 kB frame per chunk); the same Blosc codec
-    called directly runs at its own speed. The shard bytes follow the Zarr v3 sharding
-    specification: the encoded inner chunks in C order, then the index ``(offset, nbytes)`` as
-    little-endian uint64 with its CRC32C. Arrays whose codecs differ from the layout written by
-    :func:`cine_encoding` are written through zarr instead.
+    ``data``'s blocks are computed once each, in order, and buffered until a shard is full (one
+    writer per shard: zarr-python #3514). Each shard is then encoded with numcodecs directly:
+    zarr-python encodes every inner chunk through its async codec pipeline, which capped writes
+    near 150 MB/s whatever the codec (one 300 kB frame per chunk), while the same Blosc codec
+    called directly runs at its own speed. The bytes follow the Zarr v3 sharding specification
+    (encoded inner chunks in C order, chunks equal to the fill value left out, then the index of
+    ``(offset, nbytes)`` little-endian uint64 with its CRC32C) and equal zarr's own (tested).
+    Arrays of another layout are written through zarr, shard by shard.
 
     Parameters
     ----------
     array_path : path-like
         The array's folder (its ``zarr.json`` already written).
     data : dask.array.Array or ndarray
-        The whole array, chunked along the first axis exactly as the shards (dask) or in memory.
+        The whole array; any chunking along the first axis.
     """
     import dask.array as da
+
+    array = zarr.open_array(array_path, mode="r+", zarr_format=3)
+    blocks = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=(array.shards or
+                                                                                             array.chunks)[0])
+    blocks = blocks.rechunk({k: -1 for k in range(1, blocks.ndim)})
+    per_shard = (array.shards or array.chunks)[0]
+    encode = _shard_encoder(array)
+    pending: list[np.ndarray] = []
+    start = 0  # first frame of the pending shard
+    for i in range(blocks.numblocks[0]):
+        pending.append(np.asarray(blocks.blocks[i].compute(), dtype=array.dtype))
+        while sum(len(p) for p in pending) >= per_shard or (i == blocks.numblocks[0] - 1 and pending):
+            buf = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            shard, rest = buf[:per_shard], buf[per_shard:]
+            if encode is None:
+                array[start:start + len(shard)] = shard
+            else:
+                encode(start // per_shard, shard)
+            start += len(shard)
+            pending = [rest] if len(rest) else []
+
+
+def _shard_encoder(array: zarr.Array) -> Any:
+    """A function writing shard ``i`` from its frames with numcodecs, or None for other layouts."""
     from numcodecs import CRC32C, Blosc
     from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
-    array = zarr.open_array(array_path, mode="r+", zarr_format=3)
     codecs = array.metadata.codecs
     sharding = codecs[0] if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
-    inner = sharding.codecs if sharding is not None else ()
-    index = sharding.index_codecs if sharding is not None else ()
-    direct = (sharding is not None and str(sharding.index_location.value) == "end"
-              and len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
-              and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
-              and array.dtype.itemsize == 1 and tuple(sharding.chunk_shape[1:]) == array.shape[1:]
-              and sharding.chunk_shape[0] == 1)
-    blocks = data if isinstance(data, da.Array) else da.from_array(data, chunks=(array.shards[0],) + array.shape[1:])
-    if not direct or blocks.chunks[0][:-1] != (array.shards[0],) * (len(blocks.chunks[0]) - 1):
-        array[...] = np.asarray(data) if not isinstance(data, da.Array) else data.compute()
-        return
+    if sharding is None:
+        return None
+    inner, index = sharding.codecs, sharding.index_codecs
+    if not (str(sharding.index_location.value) == "end" and array.dtype.itemsize == 1
+            and len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
+            and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
+            and sharding.chunk_shape[0] == 1 and tuple(sharding.chunk_shape[1:]) == array.shape[1:]):
+        return None
     blosc = inner[1]
     codec = Blosc(cname=str(blosc.cname.value), clevel=int(blosc.clevel),
                   shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
                            "bitshuffle": Blosc.BITSHUFFLE}[str(blosc.shuffle.value)], blocksize=int(blosc.blocksize))
-    crc, per_shard, fill = CRC32C(), array.shards[0], array.fill_value
-    grid = "/".join(["0"] * (array.ndim - 1))
-    folder = Path(array_path) / "c"
-    start = 0
-    for i, n in enumerate(blocks.chunks[0]):
-        block = np.ascontiguousarray(blocks[start:start + n].compute(), dtype=array.dtype)
-        start += n
-        # chunks equal to the fill value stay absent, as zarr writes them: same bytes as zarr's writer
-        parts = [None if not frame.any() and fill == 0 else codec.encode(frame) for frame in block]
+    crc, per_shard, empty = CRC32C(), array.shards[0], array.fill_value == 0
+    folder = Path(array.store_path.store.root) / array.store_path.path / "c"
+    tail = "/".join(["0"] * (array.ndim - 1))
+
+    def encode(i: int, frames: np.ndarray) -> None:
+        # chunks equal to the fill value stay absent, as zarr writes them
+        parts = [None if empty and not frame.any() else codec.encode(np.ascontiguousarray(frame))
+                 for frame in frames]
         table = np.full((per_shard, 2), np.iinfo(np.uint64).max, dtype="<u8")  # absent chunks
         offset = 0
         for k, part in enumerate(parts):
             if part is not None:
                 table[k] = offset, len(part)
                 offset += len(part)
-        target = folder / str(i) / grid
+        target = folder / str(i) / tail
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as f:
             for part in parts:
                 if part is not None:
                     f.write(part)
-            f.write(bytes(crc.encode(table.reshape(per_shard, *([1] * (array.ndim - 1)), 2).tobytes())))
+            f.write(bytes(crc.encode(table.tobytes())))
+
+    return encode
 
 
 def write_table(path: str | os.PathLike[str], name: str, table: xr.Dataset) -> None:

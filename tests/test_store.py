@@ -161,3 +161,21 @@ def test_lz4_store_holds_the_same_pixels(tmp_path):
         assert meta.cname.value == codec
     with pytest.raises(InputError, match="codec"):
         write_patient(create_store(tmp_path / "x.zarr"), "Pabc", cine, codec="gzip")
+
+
+def test_shard_writer_decodes_each_source_block_once_whatever_its_chunking(tmp_path):
+    from ceusflow.store import compressor, write_shards
+
+    data = np.random.default_rng(5).integers(0, 40, (23, 6, 5), dtype=np.uint8)
+    calls: list[int] = []
+
+    def decode(block, block_info=None):  # stands for the DICOM decoder of one clip's frames
+        calls.append(block_info[0]["chunk-location"][0])
+        return block
+
+    source = da.from_array(data, chunks=((5, 7, 3, 8), 6, 5)).map_blocks(decode, dtype=np.uint8)
+    array = zarr.create_array(tmp_path / "a.zarr", shape=data.shape, dtype="uint8", chunks=(1, 6, 5),
+                              shards=(8, 6, 5), compressors=(compressor(),), zarr_format=3)
+    write_shards(tmp_path / "a.zarr", source)
+    np.testing.assert_array_equal(array[...], data)
+    assert sorted(calls) == [0, 1, 2, 3]  # shards straddle blocks, yet no block is decoded twice
