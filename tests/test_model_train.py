@@ -106,6 +106,23 @@ def test_lazy_zarr_equals_in_memory(roi, tmp_path):
     assert all(torch.equal(v, _weights(b)[k]) for k, v in _weights(a).items())
 
 
+def test_store_reader_reads_what_xarray_reads(roi, tmp_path):
+    """Lazy items read with zarr directly equal the cached and the xarray-read ones (8-bit layout)."""
+    from ceusflow.preprocess.cohort import ENCODING, STORE_SOURCE, open_rois
+
+    stored = roi.assign(intensity=np.rint(roi.intensity * 255) / 255).chunk({"patient": 1})
+    stored.to_zarr(tmp_path / "roi.zarr", encoding=ENCODING)
+    lazy = open_rois(tmp_path / "roi.zarr")
+    sub = lazy.isel(patient=[5, 1, 7]).isel(phase=[2, 0, 1])  # another order of patients and phases
+    direct, cached = CineBatches(sub, cache=False), CineBatches(sub.load(), cache=True)
+    assert direct._reader is not None and cached._reader is None
+    for i in range(3):
+        np.testing.assert_array_equal(direct[i][0].numpy(), cached[i][0].numpy())
+    changed = sub.assign(intensity=sub.intensity * 0.5)  # a computed variable: read through xarray
+    assert STORE_SOURCE not in changed.intensity.encoding and CineBatches(changed, cache=False)._reader is None
+    np.testing.assert_allclose(CineBatches(changed, cache=False)[0][0].numpy(), cached[0][0].numpy() * 0.5)
+
+
 def test_phase_order_by_name(roi):
     ds = CineBatches(roi.isel(phase=[2, 0, 1]), cache=True)
     x, mask, _, _ = ds[0]

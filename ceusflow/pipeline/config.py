@@ -42,6 +42,7 @@ device = "auto"              # auto | cpu | cuda
 epochs = 60                  # maximum; early stopping on an inner split of the training cohort
 inner_fraction = 0.2
 n_models = 1                 # bagged ensemble: members on different inner splits, mean log-hazard
+monitor = "inner_loss"       # early stopping on the inner partial likelihood | "inner_cindex"
 
 [statistics]
 horizon_months = 24.0        # 2-year PFS (paper)
@@ -82,6 +83,7 @@ class TrainSection:
     epochs: int = 60
     inner_fraction: float = 0.2
     n_models: int = 1
+    monitor: str = "inner_loss"
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ LAYOUT = "ceusflow-roi/2"
 #: fractional greys; rounding them costs at most 0.5 grey (0.2 % of the range, far below speckle)
 #: and makes the store, and every training read, 4x smaller than float32.
 INTENSITY_SCALE = np.float32(1 / 255)
+#: Encoding key naming the ROI store an ``intensity`` variable was opened from (``open_rois``).
+STORE_SOURCE = "ceusflow_roi_store"
 ENCODING = {INTENSITY: {"dtype": "uint8", "scale_factor": INTENSITY_SCALE, "_FillValue": None}}
 Problem = tuple[str, str]
 
@@ -309,7 +311,11 @@ def open_rois(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)  # consolidated-metadata chatter
         ds = xr.open_zarr(path, **{"consolidated": None, "mask_and_scale": {INTENSITY: False}, **kwargs})
-    return decode_intensity(ds)
+    ds = decode_intensity(ds)
+    # Marks the variable as the store's own: indexing keeps a variable's encoding, arithmetic and
+    # replacement drop it, so the training reader may then read its chunks with zarr directly.
+    ds[INTENSITY].encoding[STORE_SOURCE] = os.fspath(path)
+    return ds
 
 
 def decode_intensity(ds: xr.Dataset) -> xr.Dataset:
