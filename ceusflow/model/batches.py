@@ -241,14 +241,14 @@ class _ZarrReader:
             group = zarr.open_group(source, mode="r")
             array = group[INTENSITY]
             dims = tuple(array.metadata.dimension_names or ())
-            stored = {d: np.asarray(group[d][...]).astype(str) for d in (PATIENT, PHASE)}
+            stored = {d: _labels(group[d][...]) for d in (PATIENT, PHASE)}
             other = {d: group[d].shape[0] for d in (TIME, Y, X)}
         except Exception:  # not a ceusflow ROI store: the xarray path reads it
             return None
         if dims != (PATIENT, PHASE, TIME, Y, X) or any(roi.sizes[d] != n for d, n in other.items()):
             return None
-        rows = _positions(stored[PATIENT], np.asarray(roi[PATIENT].values).astype(str))
-        phases = _positions(stored[PHASE], np.asarray(roi[PHASE].values).astype(str))
+        rows = _positions(stored[PATIENT], _labels(roi[PATIENT].values))
+        phases = _positions(stored[PHASE], _labels(roi[PHASE].values))
         if rows is None or phases is None:
             return None
         scale = array.attrs.get("scale_factor")
@@ -263,7 +263,12 @@ class _ZarrReader:
         return x.div_(levels) if abs(1 / self.scale - levels) < 1e-3 else x.mul_(self.scale)
 
 
-def _positions(stored: np.ndarray, wanted: np.ndarray) -> np.ndarray | None:
+def _labels(values: object) -> list[str]:
+    """Coordinate labels as Python strings (object, fixed-width or NumPy's StringDType arrays)."""
+    return [str(v) for v in np.asarray(values).ravel()]
+
+
+def _positions(stored: list[str], wanted: list[str]) -> np.ndarray | None:
     """Index of each wanted label in ``stored``, or None if any is missing."""
     lookup = {v: k for k, v in enumerate(stored)}
     if any(w not in lookup for w in wanted):
