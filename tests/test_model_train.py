@@ -123,6 +123,14 @@ def test_store_reader_reads_what_xarray_reads(roi, tmp_path):
     np.testing.assert_allclose(CineBatches(changed, cache=False)[0][0].numpy(), cached[0][0].numpy() * 0.5)
 
 
+@pytest.mark.parametrize("monitor", ["inner_cindex", "inner_loss"])
+def test_best_epoch_follows_the_monitor(roi, monitor):
+    t = train(roi, dataclasses.replace(QUICK, epochs=4, patience=10, monitor=monitor), progress=False)
+    values = t.history[monitor].values
+    best = np.argmax(values) if monitor == "inner_cindex" else np.argmin(values)
+    assert t.best_epoch == best + 1
+
+
 def test_phase_order_by_name(roi):
     ds = CineBatches(roi.isel(phase=[2, 0, 1]), cache=True)
     x, mask, _, _ = ds[0]

@@ -42,7 +42,7 @@ device = "auto"              # auto | cpu | cuda
 epochs = 60                  # maximum; early stopping on an inner split of the training cohort
 inner_fraction = 0.2
 n_models = 1                 # bagged ensemble: members on different inner splits, mean log-hazard
-monitor = "inner_loss"       # early stopping on the inner partial likelihood | "inner_cindex"
+monitor = "inner_cindex"     # early stopping on the inner Harrell's C | "inner_loss" (partial likelihood)
 
 [statistics]
 horizon_months = 24.0        # 2-year PFS (paper)
@@ -83,7 +83,7 @@ class TrainSection:
     epochs: int = 60
     inner_fraction: float = 0.2
     n_models: int = 1
-    monitor: str = "inner_loss"
+    monitor: str = "inner_cindex"
 
 
 @dataclass(frozen=True)
