@@ -14,7 +14,7 @@ from ceusflow.model.attribution import attribution
 torch.set_num_threads(1)
 
 TINY = NetworkConfig(conv="2plus1d", widths=(4, 8, 8, 8), flatten_grid=2, dropout=0.1,
-                     shared_weights=False)
+                     shared_weights=False, ring_bins=2)  # the radial branch's weights round-trip too
 
 
 @pytest.fixture(scope="module")

@@ -107,3 +107,37 @@ def test_import_ceusflow_does_not_import_torch():
 
     code = "import sys, ceusflow; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_ring_branch_is_masked_ring_means_in_time_bins():
+    import numpy as np
+
+    from ceusflow.model.network import RING_EDGES, _RingProfile
+
+    g = torch.Generator().manual_seed(1)
+    x, mask = torch.rand(2, 10, 12, 12, generator=g), torch.ones(2, 10)
+    mask[1, 7:] = 0
+    got = _RingProfile(3)(x * mask[:, :, None, None], mask).numpy()
+    n = 12
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - (n - 1) / 2, xx - (n - 1) / 2) / (n / 2)
+    bins = [(0, 3), (3, 7), (7, 10)]  # round(linspace(0, 10, 4))
+    for p in range(2):
+        for k, (a, b) in enumerate(zip(RING_EDGES[:-1], RING_EDGES[1:], strict=True)):
+            ring = (r >= a) & (r < b)
+            for j, (t0, t1) in enumerate(bins):
+                frames = [t for t in range(t0, t1) if mask[p, t]]
+                want = np.mean([x[p, t].numpy()[ring].mean() for t in frames]) if frames else 0.0
+                np.testing.assert_allclose(got[p, k * 3 + j], want, rtol=1e-5, atol=1e-7)
+
+
+def test_ring_branch_is_off_in_the_papers_network_and_old_configs():
+    assert CoxCNN(TINY).ring_head is None and profile("paper").ring_bins == 0
+    old = {k: v for k, v in TINY.to_dict().items() if k != "ring_bins"}  # a checkpoint before the option
+    assert NetworkConfig.from_dict(old).ring_bins == 0
+    model = CoxCNN(dataclasses.replace(TINY, ring_bins=4))
+    x, mask = _inputs()
+    out = model(x, mask)
+    assert out.shape == (2,) and model.ring_head.weight.shape == (1, 3 * 6 * 4)
+    out.sum().backward()
+    assert model.ring_head.weight.grad.abs().sum() > 0

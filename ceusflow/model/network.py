@@ -50,6 +50,12 @@ class NetworkConfig:
         Early temporal pooling at the input: mean over groups of valid frames (2 fps / 4 = 0.5 fps).
     flatten_grid : int
         Spatial size of the last feature map that is flattened (adaptive average pooling).
+    ring_bins : int
+        0 (the paper's network): none. ``k > 0``: a radial branch beside the CNN, the masked mean
+        intensity of six concentric rings about the ROI centre (core, tumour, margin, 1 cm rim,
+        corners excluded) in ``k`` time bins per phase, fed to the Cox head by its own linear
+        term (a "wide" part: the peritumoral ring the paper's R-SR looks at, without asking the
+        convolutions to find it).
     """
 
     conv: Conv = "3d"
@@ -60,6 +66,7 @@ class NetworkConfig:
     space_pool: int = 1
     time_pool: int = 1
     flatten_grid: int = 4
+    ring_bins: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("conv", self.conv, Conv)
@@ -67,7 +74,7 @@ class NetworkConfig:
         if len(self.widths) != 4 or min(self.widths) < 1:
             raise InputError("widths", f"{self.widths} is not four positive channel counts",
                              "pass e.g. (16, 32, 64, 128)")
-        if self.space_pool < 1 or self.time_pool < 1 or self.flatten_grid < 1:
+        if self.space_pool < 1 or self.time_pool < 1 or self.flatten_grid < 1 or self.ring_bins < 0:
             raise InputError("NetworkConfig", "pooling factors must be >= 1", "use 1 for none")
         if not 0.0 <= self.dropout < 1.0:
             raise InputError("dropout", f"{self.dropout} is outside [0, 1)", "use e.g. 0.2")
@@ -158,6 +165,36 @@ class _Encoder(nn.Module):
         return F.adaptive_avg_pool2d(x, self.grid).flatten(1)
 
 
+#: Ring edges of the radial branch, as a fraction of the ROI half-size (0 = centre, 1 = edge
+#: midpoints); the ROI is the tumour box expanded by 1 cm, so the outer rings hold the margin.
+RING_EDGES = (0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.01)
+
+
+class _RingProfile(nn.Module):
+    """Masked mean intensity of concentric rings, in ``bins`` equal time bins: ``(N, rings * bins)``."""
+
+    def __init__(self, bins: int) -> None:
+        super().__init__()
+        self.bins = bins
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Map ``x (N, T, H, W)`` and ``mask (N, T)`` (0/1) to ring-mean features."""
+        n, t, h, w = x.shape
+        yy = (torch.arange(h, device=x.device, dtype=x.dtype) - (h - 1) / 2) / (h / 2)
+        xx = (torch.arange(w, device=x.device, dtype=x.dtype) - (w - 1) / 2) / (w / 2)
+        r = torch.sqrt(yy[:, None] ** 2 + xx[None, :] ** 2)
+        rings = torch.stack([((r >= a) & (r < b)).to(x.dtype) for a, b in zip(RING_EDGES[:-1], RING_EDGES[1:],
+                                                                             strict=True)])
+        rings = rings / rings.sum((1, 2), keepdim=True).clamp(min=1.0)
+        z = torch.einsum("ntyx,ryx->ntr", x, rings)  # ring means per frame
+        edges = torch.linspace(0, t, self.bins + 1, device=x.device).round().long()
+        out = []
+        for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
+            wgt = mask[:, a:max(b, a + 1), None]
+            out.append((z[:, a:max(b, a + 1)] * wgt).sum(1) / wgt.sum(1).clamp(min=1.0))
+        return torch.stack(out, 2).flatten(1)  # (N, rings * bins)
+
+
 class CoxCNN(nn.Module):
     """Cox-CNN: ``(intensity, frame_ok)`` of the three phases -> one log-hazard per patient.
 
@@ -175,6 +212,9 @@ class CoxCNN(nn.Module):
         n_feat = len(PHASES) * self.config.widths[-1] * self.config.flatten_grid ** 2
         self.dropout = nn.Dropout(self.config.dropout)
         self.head = nn.Linear(n_feat, 1, bias=False)
+        k = self.config.ring_bins
+        self.rings = _RingProfile(k) if k else None
+        self.ring_head = nn.Linear(len(PHASES) * len(RING_EDGES[:-1]) * k, 1, bias=False) if k else None
 
     @classmethod
     def from_profile(cls, name: Profile) -> CoxCNN:
@@ -201,7 +241,10 @@ class CoxCNN(nn.Module):
         m = mask.to(x.dtype).reshape(b * p, t)
         xs, m = self._early_pool(x.reshape(b * p, 1, t, h, w) * m[:, None, :, None, None], m)
         feats = self._encode(xs, m, b)  # (b, p, F)
-        return self.head(self.dropout(feats.flatten(1)))[:, 0]
+        out = self.head(self.dropout(feats.flatten(1)))[:, 0]
+        if self.rings is not None and self.ring_head is not None:
+            out = out + self.ring_head(self.rings(xs[:, 0], m).reshape(b, -1))[:, 0]
+        return out
 
     def _early_pool(self, x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
         """Spatial average pooling and masked temporal mean over ``time_pool`` frames."""
