@@ -134,7 +134,7 @@ def convert_cohort(
     max_fps : float, optional
         Keep at most this many frames per second (greedy on frame times); None keeps all.
     codec : {"zstd", "lz4"}
-        Lossless Blosc codec of the cines: zstd stores ~13 % fewer bytes, lz4 converts faster
+        Lossless Blosc codec of the cines: zstd stores 15-30 % fewer bytes, lz4 converts faster
         (``docs/store.md``). Patients already in the store keep theirs.
     progress : bool
         Show a progress bar (patients, frames/s, MB/s) and the problem lines on the terminal.

@@ -40,7 +40,7 @@ SHARD_FRAMES = 128
 
 
 #: Lossless codecs offered for the cines (Blosc, level 1, no shuffle: uint8 speckle gains nothing
-#: from higher levels). zstd stores ~13 % fewer bytes; lz4 encodes ~4x faster (``docs/store.md``).
+#: from higher levels). zstd stores 15-30 % fewer bytes; lz4 encodes ~4x faster (``docs/store.md``).
 CODECS = ("zstd", "lz4")
 
 
@@ -174,10 +174,9 @@ def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
     import dask.array as da
 
     array = zarr.open_array(array_path, mode="r+", zarr_format=3)
-    blocks = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=(array.shards or
-                                                                                             array.chunks)[0])
-    blocks = blocks.rechunk({k: -1 for k in range(1, blocks.ndim)})
     per_shard = (array.shards or array.chunks)[0]
+    blocks = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=per_shard)
+    blocks = blocks.rechunk({k: -1 for k in range(1, blocks.ndim)})
     encode = _shard_encoder(array)
     pending: list[np.ndarray] = []
     start = 0  # first frame of the pending shard
