@@ -258,9 +258,11 @@ class _ZarrReader:
         raw = np.asarray(self.array[int(self.rows[i])])[self.phases]  # type: ignore[index]
         if self.scale is None:
             return _as_tensor(raw)
-        levels = round(1 / self.scale)
+        from ceusflow.preprocess.cohort import grey_levels
+
+        levels = grey_levels(self.scale)
         x = torch.from_numpy(raw).to(torch.float32)
-        return x.div_(levels) if abs(1 / self.scale - levels) < 1e-3 else x.mul_(self.scale)
+        return x.div_(levels) if levels is not None else x.mul_(self.scale)
 
 
 def _labels(values: object) -> list[str]:

@@ -318,6 +318,16 @@ def open_rois(path: str | os.PathLike[str], **kwargs: Any) -> xr.Dataset:
     return ds
 
 
+def grey_levels(scale_factor: float) -> int | None:
+    """``n`` when the scale factor is ``1 / n`` (255 for 8-bit grey), else None.
+
+    Decoding then divides by ``n``, so grey ``g`` gives ``g / 255`` bit for bit as
+    :func:`ceusflow.preprocess.crop.normalise` computes it.
+    """
+    levels = 1 / scale_factor
+    return round(levels) if abs(levels - round(levels)) < 1e-3 else None
+
+
 def decode_intensity(ds: xr.Dataset) -> xr.Dataset:
     """Intensities opened undecoded (``mask_and_scale`` off) to float32, lazily; others unchanged.
 
@@ -329,8 +339,8 @@ def decode_intensity(ds: xr.Dataset) -> xr.Dataset:
     cf = ("scale_factor", "add_offset", "_FillValue", "missing_value")
     attrs = {k: v for k, v in raw.attrs.items() if k not in cf}
     if "scale_factor" in raw.attrs:
-        levels = 1 / float(raw.attrs["scale_factor"])  # 255: divide, so g / 255 is bit-exact
-        decoded = (raw.astype(np.float32) / np.float32(round(levels)) if abs(levels - round(levels)) < 1e-3
+        levels = grey_levels(float(raw.attrs["scale_factor"]))
+        decoded = (raw.astype(np.float32) / np.float32(levels) if levels is not None
                    else raw.astype(np.float32) * np.float32(raw.attrs["scale_factor"]))
         attrs = {"units": "1", "normalisation": "grey / 255", **attrs}
     else:
