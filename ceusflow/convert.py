@@ -29,6 +29,7 @@ from ceusflow.io.dicom import cine_from_clips, order_clips, require_cine
 from ceusflow.io.header import Clip, open_clip, relative_name
 from ceusflow.parallel import map_patients
 from ceusflow.store import (
+    DEFAULT_CODEC,
     SHARD_FRAMES,
     compressor,
     create_store,
@@ -51,7 +52,7 @@ class PatientTask:
     store: str
     roi: tuple[float, float, float, float] | None = None
     max_fps: float | None = None
-    codec: str = "zstd"
+    codec: str = DEFAULT_CODEC
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def convert_cohort(
     scheduler: Any = None,
     strict: bool = False,
     max_fps: float | None = None,
-    codec: str = "zstd",
+    codec: str = DEFAULT_CODEC,
     progress: bool = True,
     secret: str | os.PathLike[str] | None = None,
 ) -> ConvertReport:

@@ -40,15 +40,25 @@ SHARD_FRAMES = 128
 
 
 #: Lossless codecs offered for the cines (Blosc, level 1, no shuffle: uint8 speckle gains nothing
-#: from higher levels). zstd stores 15-30 % fewer bytes; lz4 encodes ~4x faster (``docs/store.md``).
+#: from higher levels). lz4 encodes ~7x and decodes ~1.8x faster; zstd stores 15-33 % fewer bytes.
+#: The default is lz4: JPEG exports converted at 0.74x their decode-only speed with lz4, 0.55x with
+#: zstd (``docs/store.md``, session 4).
 CODECS = ("zstd", "lz4")
+DEFAULT_CODEC = "lz4"
 
 
-def compressor(name: str = "zstd") -> BloscCodec:
-    """Blosc ``name`` (zstd or lz4) level 1: speckle compresses ~2-2.9x losslessly whatever the level."""
+def compressor(name: str = DEFAULT_CODEC, chunk_bytes: int = 0) -> BloscCodec:
+    """Blosc ``name`` (zstd or lz4) level 1: speckle compresses ~2-2.9x losslessly whatever the level.
+
+    For zstd, a ``chunk_bytes`` > 0 makes the whole chunk (one frame) one Blosc block: Blosc's
+    automatic block of level 1 is small, and zstd restarted on each small block encoded frames
+    1.3-2x slower for no better ratio (``docs/store.md``). lz4 keeps the automatic block, which
+    was as fast or faster. Readers need not know: the block size is in each chunk's header.
+    """
     if name not in CODECS:
         raise InputError("codec", f"{name!r} is not a known codec", f"choose one of {', '.join(CODECS)}")
-    return BloscCodec(cname=name, clevel=1, shuffle="noshuffle")
+    blocksize = chunk_bytes if name == "zstd" else 0
+    return BloscCodec(cname=name, clevel=1, shuffle="noshuffle", blocksize=blocksize)
 
 
 def create_store(path: str | os.PathLike[str]) -> Path:
@@ -87,7 +97,7 @@ def finished_patients(path: str | os.PathLike[str]) -> set[str]:
 
 
 def cine_encoding(cine: xr.DataArray, *, shard_frames: int = SHARD_FRAMES,
-                  codec: str = "zstd") -> dict[str, dict[str, Any]]:
+                  codec: str = DEFAULT_CODEC) -> dict[str, dict[str, Any]]:
     """Zarr encoding of a cine: one frame per chunk, ``shard_frames`` frames per shard.
 
     Parameters
@@ -103,11 +113,12 @@ def cine_encoding(cine: xr.DataArray, *, shard_frames: int = SHARD_FRAMES,
     """
     frame = tuple(cine.shape[1:])
     shard = (max(min(shard_frames, cine.sizes[TIME]), 1), *frame)
-    return {INTENSITY: {"chunks": (1, *frame), "shards": shard, "compressors": (compressor(codec),)}}
+    chunk_bytes = int(np.prod(frame)) * cine.dtype.itemsize
+    return {INTENSITY: {"chunks": (1, *frame), "shards": shard, "compressors": (compressor(codec, chunk_bytes),)}}
 
 
 def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
-                  *, shard_frames: int = SHARD_FRAMES, codec: str = "zstd") -> int:
+                  *, shard_frames: int = SHARD_FRAMES, codec: str = DEFAULT_CODEC) -> int:
     """Write one patient's cine atomically (staging folder, then rename).
 
     xarray writes the group's metadata and coordinates (pixels as a never-computed placeholder);
@@ -180,9 +191,12 @@ def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
     encode = _shard_encoder(array)
     pending: list[np.ndarray] = []
     start = 0  # first frame of the pending shard
-    for i in range(blocks.numblocks[0]):
-        pending.append(np.asarray(blocks.blocks[i].compute(), dtype=array.dtype))
-        while sum(len(p) for p in pending) >= per_shard or (i == blocks.numblocks[0] - 1 and pending):
+    # one Delayed per block, computed as it is: Array.blocks[i].compute() would copy each block
+    # once more in dask's finalize step (a whole extra pass over the pixels)
+    parts = blocks.to_delayed().ravel()
+    for i, part in enumerate(parts):
+        pending.append(np.asarray(part.compute(), dtype=array.dtype))
+        while sum(len(p) for p in pending) >= per_shard or (i == len(parts) - 1 and pending):
             buf = np.concatenate(pending) if len(pending) > 1 else pending[0]
             shard, rest = buf[:per_shard], buf[per_shard:]
             if encode is None:
@@ -191,6 +205,12 @@ def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
                 encode(start // per_shard, shard)
             start += len(shard)
             pending = [rest] if len(rest) else []
+
+
+#: Only a chunk that compressed at least this much may be all zeros (lz4 reaches ~250x on zeros,
+#: zstd far more; frames compress 2-3x), so only those frames, and small ones (Blosc copies tiny
+#: buffers as they are), are scanned for the fill value.
+_SCAN_RATIO, _SCAN_BELOW = 64, 65536
 
 
 def _shard_encoder(array: zarr.Array) -> Any:
@@ -216,10 +236,15 @@ def _shard_encoder(array: zarr.Array) -> Any:
     folder = Path(array.store_path.store.root) / array.store_path.path / "c"
     tail = "/".join(["0"] * (array.ndim - 1))
 
+    def chunk(frame: np.ndarray) -> bytes | None:
+        # chunks equal to the fill value stay absent, as zarr writes them; only a frame that
+        # compressed to almost nothing can be all zeros, so the others skip the full scan
+        encoded = codec.encode(np.ascontiguousarray(frame))
+        scan = frame.nbytes <= _SCAN_BELOW or len(encoded) * _SCAN_RATIO <= frame.nbytes
+        return None if empty and scan and not frame.any() else encoded
+
     def encode(i: int, frames: np.ndarray) -> None:
-        # chunks equal to the fill value stay absent, as zarr writes them
-        parts = [None if empty and not frame.any() else codec.encode(np.ascontiguousarray(frame))
-                 for frame in frames]
+        parts = [chunk(frame) for frame in frames]
         table = np.full((per_shard, 2), np.iinfo(np.uint64).max, dtype="<u8")  # absent chunks
         offset = 0
         for k, part in enumerate(parts):

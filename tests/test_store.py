@@ -113,12 +113,12 @@ def test_clinical_problems_are_one_line_each_and_name_rows(tmp_path):
 
 
 @pytest.mark.parametrize("codec", ["zstd", "lz4"])
-@pytest.mark.parametrize("channels", [False, True])
-def test_direct_shard_writer_writes_the_bytes_zarr_writes(tmp_path, monkeypatch, codec, channels):
+@pytest.mark.parametrize(("channels", "frame"), [(False, (12, 10)), (True, (12, 10)), (False, (300, 280))])
+def test_direct_shard_writer_writes_the_bytes_zarr_writes(tmp_path, monkeypatch, codec, channels, frame):
     from ceusflow.store import compressor, write_shards
 
     rng = np.random.default_rng(3)
-    shape = (23, 12, 10, 3) if channels else (23, 12, 10)
+    shape = (23, *frame, 3) if channels else (23, *frame)  # 300 x 280: zero frames found by their size
     data = rng.integers(0, 40, shape, dtype=np.uint8)
     data[5] = 0  # a chunk equal to the fill value: zarr leaves it absent from the shard
     data[-1] = 0  # ... also in the partial last shard
@@ -126,7 +126,8 @@ def test_direct_shard_writer_writes_the_bytes_zarr_writes(tmp_path, monkeypatch,
     for name in ("zarr", "direct"):
         path = tmp_path / f"{name}.zarr"
         array = zarr.create_array(path, shape=shape, dtype="uint8", chunks=(1, *shape[1:]),
-                                  shards=(8, *shape[1:]), compressors=(compressor(codec),), zarr_format=3)
+                                  shards=(8, *shape[1:]), compressors=(compressor(codec, int(np.prod(shape[1:]))),),
+                                  zarr_format=3)
         if name == "zarr":
             array[...] = data
         else:
@@ -179,3 +180,22 @@ def test_shard_writer_decodes_each_source_block_once_whatever_its_chunking(tmp_p
     write_shards(tmp_path / "a.zarr", source)
     np.testing.assert_array_equal(array[...], data)
     assert sorted(calls) == [0, 1, 2, 3]  # shards straddle blocks, yet no block is decoded twice
+
+
+def test_one_default_codec_for_library_cli_and_run_config(tmp_path):
+    import inspect
+
+    from ceusflow import cli
+    from ceusflow.convert import convert_cohort
+    from ceusflow.pipeline.config import ConvertSection
+    from ceusflow.store import DEFAULT_CODEC
+
+    assert DEFAULT_CODEC == "lz4"  # conversion speed first; --codec zstd for a smaller store (store.md)
+    assert inspect.signature(convert_cohort).parameters["codec"].default == DEFAULT_CODEC
+    assert inspect.signature(cli.convert).parameters["codec"].default == DEFAULT_CODEC
+    assert ConvertSection().codec == DEFAULT_CODEC
+    cine, _ = _cine(n=4)
+    store = create_store(tmp_path / "d.zarr")
+    write_patient(store, "Pabc", cine, shard_frames=4)
+    meta = zarr.open_array(store / PATIENTS / "Pabc" / "intensity").metadata.codecs[0].codecs[1]
+    assert meta.cname.value == DEFAULT_CODEC
