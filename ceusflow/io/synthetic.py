@@ -179,5 +179,9 @@ def speckle(n: int, rows: int, columns: int, *, seed: int = 0, colour: bool = Fa
     yy, xx = np.mgrid[:rows, :columns]
     blob = np.exp(-(((yy - rows / 2) / (rows / 5)) ** 2 + ((xx - columns / 2) / (columns / 5)) ** 2))
     gain = np.linspace(20, 120, n)[:, None, None]
-    frames = np.clip(rng.rayleigh(1.0, (n, rows, columns)) * (15 + gain * blob), 0, 255).astype(np.uint8)
+    frames = np.empty((n, rows, columns), dtype=np.uint8)
+    for start in range(0, n, 64):  # blocks: float temporaries of 64 frames, not of the whole cine
+        stop = min(start + 64, n)
+        noise = rng.rayleigh(1.0, (stop - start, rows, columns))  # same stream as one draw of all
+        frames[start:stop] = np.clip(noise * (15 + gain[start:stop] * blob), 0, 255)
     return np.repeat(frames[..., None], 3, axis=-1) if colour else frames
