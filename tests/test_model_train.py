@@ -110,15 +110,24 @@ def test_store_reader_reads_what_xarray_reads(roi, tmp_path):
     """Lazy items read with zarr directly equal the cached and the xarray-read ones (8-bit layout)."""
     from ceusflow.preprocess.cohort import ENCODING, STORE_SOURCE, open_rois
 
-    stored = roi.assign(intensity=np.rint(roi.intensity * 255) / 255).chunk({"patient": 1})
+    # invalid frames hold a grey value in the store: every read path must zero them
+    stored = roi.assign(intensity=np.rint(roi.intensity.where(roi.frame_ok, 0.5) * 255) / 255).chunk({"patient": 1})
     with pytest.warns(Warning):  # no fill value for the 8-bit encoding; zarr v3 string-dtype notes
         stored.to_zarr(tmp_path / "roi.zarr", encoding=ENCODING)
     lazy = open_rois(tmp_path / "roi.zarr")
     sub = lazy.isel(patient=[5, 1, 7]).isel(phase=[2, 0, 1])  # another order of patients and phases
     direct, cached = CineBatches(sub, cache=False), CineBatches(sub.load(), cache=True)
     assert direct._reader is not None and cached._reader is None
+    assert direct._reader._chunk is not None  # chunk files decoded by numcodecs, not through zarr
     for i in range(3):
         np.testing.assert_array_equal(direct[i][0].numpy(), cached[i][0].numpy())
+    idx = torch.tensor([2, 0, 1, 2])
+    batch, mask = direct.batch(idx)[:2]
+    assert (~mask).any()  # some frames are invalid: they must come back as zeros
+    np.testing.assert_array_equal(batch.numpy(), cached.batch(idx)[0].numpy())  # one buffer = items
+    (tmp_path / "roi.zarr" / "intensity" / "c" / "1").rename(tmp_path / "gone")  # an absent chunk ...
+    assert direct._reader._chunk(1) is None
+    np.testing.assert_array_equal(direct[1][0].numpy(), 0.0)  # ... is zarr's fill value, as xarray reads it
     changed = sub.assign(intensity=sub.intensity * 0.5)  # a computed variable: read through xarray
     assert STORE_SOURCE not in changed.intensity.encoding and CineBatches(changed, cache=False)._reader is None
     np.testing.assert_allclose(CineBatches(changed, cache=False)[0][0].numpy(), cached[0][0].numpy() * 0.5)
