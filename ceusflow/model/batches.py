@@ -162,9 +162,10 @@ class CineBatches(Dataset[Item]):
         """Stack the items ``idx``: one gather from the cache, or one buffer filled from the store,
         when there is no augmentation."""
         if self._images is None and self.augment is None and self._reader is not None:
-            images = self._reader.read_batch(idx, self._mask[idx])
+            mask = self._mask[idx]
+            images = self._reader.read_batch(idx, mask)
             if images is not None:
-                return images, self._mask[idx], self._duration[idx], self._event[idx]
+                return images, mask, self._duration[idx], self._event[idx]
         if self._images is None or self.augment is not None:
             items = [self[int(i)] for i in idx]
             return tuple(torch.stack(parts) for parts in zip(*items, strict=True))  # type: ignore[return-value]
@@ -278,26 +279,24 @@ class _ZarrReader:
         """
         if self.scale is None:
             return None
-        from ceusflow.preprocess.cohort import grey_levels
-
-        first = self._raw(int(self.rows[int(idx[0])]))[self.phases]
-        out = torch.empty((len(idx), *first.shape), dtype=torch.float32)
+        shape = (len(self.phases), *self.array.shape[2:])  # type: ignore[attr-defined]
+        out = torch.empty((len(idx), *shape), dtype=torch.float32)
         for k, i in enumerate(idx.tolist()):
-            raw = first if k == 0 else self._raw(int(self.rows[i]))[self.phases]
-            out[k].copy_(torch.from_numpy(raw))
-        levels = grey_levels(self.scale)
-        out = out.div_(levels) if levels is not None else out.mul_(self.scale)
-        return out.mul_(mask[:, :, :, None, None])  # grey levels are finite and >= 0: exact zeros
+            out[k].copy_(torch.from_numpy(self._raw(int(self.rows[i]))[self.phases]))
+        return self._to_grey(out).mul_(mask[:, :, :, None, None])  # finite, >= 0: exact zeros
 
     def read(self, i: int) -> Tensor:
         raw = self._raw(int(self.rows[i]))[self.phases]
         if self.scale is None:
             return _as_tensor(raw)
+        return self._to_grey(torch.from_numpy(raw).to(torch.float32))
+
+    def _to_grey(self, x: Tensor) -> Tensor:
+        """Stored 8-bit levels -> intensities, in place (``g / 255`` exactly, as open_rois decodes)."""
         from ceusflow.preprocess.cohort import grey_levels
 
-        levels = grey_levels(self.scale)
-        x = torch.from_numpy(raw).to(torch.float32)
-        return x.div_(levels) if levels is not None else x.mul_(self.scale)
+        levels = grey_levels(self.scale)  # type: ignore[arg-type]
+        return x.div_(levels) if levels is not None else x.mul_(self.scale)  # type: ignore[arg-type]
 
 
 def _chunk_reader(array: Any) -> Callable[[int], np.ndarray | None] | None:
