@@ -29,6 +29,8 @@ def train_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed: same seed, same CPU weights.")] = 0,
     epochs: Annotated[int, typer.Option(help="Most epochs (early stopping on an inner split).")] = 60,
+    warmup_epochs: Annotated[int, typer.Option(
+        help="Epochs before early stopping watches the inner split (with fewer epochs: the last).")] = 5,
     train_patients: Annotated[Path | None, typer.Option(
         help="Training patients: one key per line, or a CSV with patient[,split]. "
              "Default: the store's 'split' variable.")] = None,
@@ -45,7 +47,8 @@ def train_command(
         keys = read_patient_list(train_patients) if train_patients is not None else None
         cohort, text = training_cohort(roi, treatment, train_patients=keys)
         console.print(f"Training R-{treatment}: {text}")
-        config = TrainConfig(profile=profile, device=device, seed=seed, epochs=epochs)  # type: ignore[arg-type]
+        config = TrainConfig(profile=profile, device=device, seed=seed, epochs=epochs,  # type: ignore[arg-type]
+                             warmup_epochs=warmup_epochs)
         trained = train(cohort, config, progress=True)
     except InputError as err:
         _fail(err)

@@ -141,3 +141,35 @@ def test_ring_branch_is_off_in_the_papers_network_and_old_configs():
     assert out.shape == (2,) and model.ring_head.weight.shape == (1, 3 * 6 * 4)
     out.sum().backward()
     assert model.ring_head.weight.grad.abs().sum() > 0
+
+
+def test_features_are_standardised_across_patients_before_the_head():
+    model = CoxCNN(TINY).train()
+    raw, seen = [], []
+    model.feature_norm.register_forward_hook(lambda _m, inp, _out: raw.append(inp[0].detach()))
+    model.head.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].detach()))
+    x, mask = _inputs(b=6)
+    model(x * torch.linspace(0.2, 1.0, 6)[:, None, None, None, None], mask)
+    f = raw[0]
+    assert (f.std(0) > 1e-3).any()  # the patients differ
+    want = (f - f.mean(0)) / torch.sqrt(f.var(0, unbiased=False) + 1e-5)  # BatchNorm1d, eps 1e-5
+    torch.testing.assert_close(seen[0], want, atol=1e-4, rtol=1e-4)  # dropout 0: what the head reads
+
+
+def test_evaluation_uses_running_statistics_so_a_patient_scores_alone():
+    model = CoxCNN(TINY).train()
+    x, mask = _inputs(b=6)
+    for _ in range(3):
+        model(x, mask)
+    model.eval()
+    together = model(x, mask)
+    alone = torch.cat([model(x[i:i + 1], mask[i:i + 1]) for i in range(6)])
+    torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoints_before_feature_norm_load_without_it():
+    old = {k: v for k, v in TINY.to_dict().items() if k != "feature_norm"}
+    cfg = NetworkConfig.from_dict(old)
+    assert cfg.feature_norm is False and isinstance(CoxCNN(cfg).feature_norm, torch.nn.Identity)
+    assert NetworkConfig.from_dict(TINY.to_dict()).feature_norm is True
+    assert profile("cpu").feature_norm and profile("paper").feature_norm

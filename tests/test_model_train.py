@@ -86,6 +86,13 @@ def test_event_free_batches_do_not_crash():
     assert train(all_censored, QUICK, progress=False).history.sizes["epoch"] >= 1
 
 
+def test_a_one_patient_batch_is_skipped(roi):
+    # Its partial likelihood is 1 whatever the weights, and the feature norm has no batch statistics.
+    n_fit = len(inner_split(roi.event.values, QUICK.inner_fraction, QUICK.seed)[0])
+    trained = train(roi, dataclasses.replace(QUICK, batch_size=n_fit - 1), progress=False)
+    assert np.isfinite(trained.history.loss.values).all()
+
+
 def test_predict_risk_is_labelled(roi):
     trained = train(roi, QUICK, progress=False)
     risk = predict_risk(trained.model, roi.drop_vars(["duration", "event"]))
@@ -135,10 +142,26 @@ def test_store_reader_reads_what_xarray_reads(roi, tmp_path):
 
 @pytest.mark.parametrize("monitor", ["inner_cindex", "inner_loss"])
 def test_best_epoch_follows_the_monitor(roi, monitor):
-    t = train(roi, dataclasses.replace(QUICK, epochs=4, patience=10, monitor=monitor), progress=False)
+    t = train(roi, dataclasses.replace(QUICK, epochs=4, patience=10, warmup_epochs=0, monitor=monitor),
+              progress=False)
     values = t.history[monitor].values
     best = np.argmax(values) if monitor == "inner_cindex" else np.argmin(values)
     assert t.best_epoch == best + 1
+
+
+@pytest.mark.parametrize("monitor", ["inner_cindex", "inner_loss"])
+def test_early_stopping_watches_after_the_warmup(roi, monitor):
+    # lr 0: every epoch scores the same, so the first watched epoch is the best and patience
+    # counts from it. Without a warm-up that is epoch 1.
+    frozen = dataclasses.replace(QUICK, lr=0.0, epochs=20, patience=2, monitor=monitor)
+    assert train(roi, dataclasses.replace(frozen, warmup_epochs=0), progress=False).best_epoch == 1
+    t = train(roi, dataclasses.replace(frozen, warmup_epochs=3), progress=False)
+    assert t.best_epoch == 4 and t.history.sizes["epoch"] == 6
+
+
+def test_warmup_longer_than_training_keeps_the_last_epoch(roi):
+    t = train(roi, dataclasses.replace(QUICK, epochs=3, warmup_epochs=20), progress=False)
+    assert t.best_epoch == 3 and t.history.sizes["epoch"] == 3
 
 
 def test_phase_order_by_name(roi):
@@ -180,7 +203,7 @@ def test_train_config_json_round_trip():
     assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
 
 
-@pytest.mark.parametrize("kwargs", [{"device": "tpu"}, {"ties": "exact"}, {"epochs": 0},
+@pytest.mark.parametrize("kwargs", [{"device": "tpu"}, {"ties": "exact"}, {"epochs": 0}, {"warmup_epochs": -1},
                                     {"profile": "big"}])
 def test_bad_train_config(kwargs):
     with pytest.raises(InputError):

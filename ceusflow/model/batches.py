@@ -159,8 +159,10 @@ class CineBatches(Dataset[Item]):
         self.epoch = int(epoch)
 
     def batch(self, idx: Tensor) -> Item:
-        """Stack the items ``idx``: one gather from the cache, or one buffer filled from the store,
-        when there is no augmentation."""
+        """Stack the items ``idx``.
+
+        Without augmentation: one gather from the cache, or one buffer filled from the store.
+        """
         if self._images is None and self.augment is None and self._reader is not None:
             mask = self._mask[idx]
             images = self._reader.read_batch(idx, mask)
@@ -239,8 +241,11 @@ class _ZarrReader:
         self._chunk = _chunk_reader(array)
 
     def _raw(self, row: int) -> np.ndarray:
-        """Stored values of one patient (one chunk): the chunk's file decoded by numcodecs when
-        the layout allows it (zarr's own read costs ~3 ms more per chunk), else zarr."""
+        """Stored values of one patient (one chunk).
+
+        The chunk's file is decoded by numcodecs when the layout allows it (zarr's own read costs
+        ~3 ms more per chunk), else zarr reads it.
+        """
         raw = self._chunk(row) if self._chunk is not None else None
         return np.asarray(self.array[row]) if raw is None else raw  # type: ignore[index]
 
@@ -300,8 +305,10 @@ class _ZarrReader:
 
 
 def _chunk_reader(array: Any) -> Callable[[int], np.ndarray | None] | None:
-    """Read chunk ``(row, 0, 0, 0, 0)`` of a local, unsharded, 8-bit Zarr v3 array whose chunks
-    are whole patients and whose codecs are bytes + zstd or bytes + Blosc; None otherwise.
+    """Reader of chunk ``(row, 0, 0, 0, 0)`` of a simple local array, or None.
+
+    Simple: a local, unsharded, 8-bit Zarr v3 array whose chunks are whole patients and whose
+    codecs are bytes + zstd or bytes + Blosc.
 
     The reader returns None for an absent chunk (the caller asks zarr, which fills it).
     """

@@ -29,7 +29,8 @@ class CoxCNNSurvival(BaseEstimator):  # type: ignore[misc]
 
     Parameters
     ----------
-    profile, epochs, batch_size, lr, weight_decay, patience, inner_fraction, ties, seed, device
+    profile, epochs, batch_size, lr, weight_decay, patience, warmup_epochs, inner_fraction, ties, seed,
+    device
         As in :class:`ceusflow.model.TrainConfig`.
     network : NetworkConfig, optional
         Explicit architecture (overrides ``profile``).
@@ -41,11 +42,12 @@ class CoxCNNSurvival(BaseEstimator):  # type: ignore[misc]
 
     def __init__(self, *, profile: str = "auto", network: NetworkConfig | None = None,
                  epochs: int = 60, batch_size: int = 32, lr: float = 3e-3,
-                 weight_decay: float = 1e-2, patience: int = 12, inner_fraction: float = 0.2,
-                 ties: str = "efron", augment: bool = True, seed: int = 0, device: str = "auto",
-                 progress: bool = False) -> None:
+                 weight_decay: float = 1e-2, patience: int = 12, warmup_epochs: int = 5,
+                 inner_fraction: float = 0.2, ties: str = "efron", augment: bool = True, seed: int = 0,
+                 device: str = "auto", progress: bool = False) -> None:
         self.profile, self.network, self.epochs, self.batch_size = profile, network, epochs, batch_size
         self.lr, self.weight_decay, self.patience = lr, weight_decay, patience
+        self.warmup_epochs = warmup_epochs
         self.inner_fraction, self.ties, self.augment, self.seed = inner_fraction, ties, augment, seed
         self.device, self.progress = device, progress
 
@@ -55,7 +57,8 @@ class CoxCNNSurvival(BaseEstimator):  # type: ignore[misc]
         config = TrainConfig(
             profile=self.profile, network=self.network, epochs=self.epochs,  # type: ignore[arg-type]
             batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            patience=self.patience, inner_fraction=self.inner_fraction, ties=self.ties,  # type: ignore[arg-type]
+            patience=self.patience, warmup_epochs=self.warmup_epochs,
+            inner_fraction=self.inner_fraction, ties=self.ties,  # type: ignore[arg-type]
             augment=Augment() if self.augment else None, seed=self.seed, device=self.device)  # type: ignore[arg-type]
         self.trained_: Trained = train(roi, config, progress=self.progress)
         self.model_ = self.trained_.model

@@ -2,8 +2,8 @@
 
 Protocol: the training patients are split (stratified by event, seeded) into an inner-fit and an
 inner-validation part; the network is fitted with AdamW on the inner-fit part and the epoch with
-the best inner-validation Harrell's C (or partial likelihood, ``monitor``) is kept (early stopping
-with ``patience``). The validation cohort of the study never enters this function.
+the best inner-validation Harrell's C (or partial likelihood, ``monitor``) after ``warmup_epochs`` is
+kept (early stopping with ``patience``). The validation cohort of the study never enters this function.
 """
 
 from __future__ import annotations
@@ -61,6 +61,13 @@ class TrainConfig:
         AdamW learning rate and decoupled weight decay.
     patience : int
         Epochs without a better inner-validation ``monitor`` before stopping.
+    warmup_epochs : int
+        Epochs trained before early stopping starts watching (Keras's ``start_from_epoch``): the
+        best epoch is chosen among the later ones (or is the last one, if ``epochs`` is not more),
+        and ``patience`` counts from there. An inner split of ~25 patients is noisy: without a
+        warm-up, R-SR once kept its first epoch (training C 0.53) because that scored the best
+        inner C; 5 epochs avoid that, while 20 kept an over-fitted late epoch
+        (``docs/model.md``, session 5).
     monitor : {"inner_cindex", "inner_loss"}
         What early stopping keeps the best epoch of: the inner Harrell's C (default), or the Cox
         partial likelihood of the whole inner split (smoother; on the simulated 419-patient
@@ -92,6 +99,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-2
     patience: int = 12
+    warmup_epochs: int = 5
     monitor: Monitor = "inner_cindex"
     inner_fraction: float = 0.2
     ties: Ties = "efron"
@@ -109,9 +117,10 @@ class TrainConfig:
                 raise InputError(name, f"{getattr(self, name)!r} is not supported",
                                  f"use one of {get_args(options)}")
         if (self.epochs < 1 or self.batch_size < 2 or not 0.0 < self.inner_fraction < 1.0
-                or self.n_models < 1):
+                or self.n_models < 1 or self.warmup_epochs < 0):
             raise InputError("TrainConfig", "needs epochs >= 1, batch_size >= 2, "
-                             "0 < inner_fraction < 1, n_models >= 1", "fix the configuration")
+                             "0 < inner_fraction < 1, n_models >= 1, warmup_epochs >= 0",
+                             "fix the configuration")
 
     def resolved_network(self, device: str) -> NetworkConfig:
         """Return ``network``, or the profile's architecture for ``device``."""
@@ -291,6 +300,8 @@ def _fit(fit: CineBatches, val: CineBatches, config: TrainConfig, device: torch.
         rows.append({"loss": loss, "inner_loss": inner_loss, "inner_cindex": c,
                      "seconds": time.perf_counter() - start})
         report.epoch(epoch, config.epochs, rows[-1])
+        if epoch <= config.warmup_epochs and epoch < config.epochs:
+            continue  # not watched yet
         score = -inner_loss if config.monitor == "inner_loss" else c
         score = float(np.nan_to_num(score, nan=-np.inf if config.monitor == "inner_loss" else 0.5))
         if score > best[0]:
@@ -349,8 +360,10 @@ def _train_epoch(model: CoxCNN, opt: torch.optim.Optimizer, fit: CineBatches, or
     model.train()
     total, n_events = 0.0, 0
     for x, mask, duration, event in _batches(fit, order, config.batch_size, device):
-        if not bool(event.any()):
-            continue  # no partial likelihood: nothing to learn, and no weight-decay step
+        if not bool(event.any()) or len(event) < 2:
+            # No event: no partial likelihood. One patient: it is its own risk set, so its partial
+            # likelihood is 1 whatever the weights (and batch statistics are undefined).
+            continue  # nothing to learn, and no weight-decay step
         with _autocast(config, device):
             log_hz = model(x, mask)
         loss = cox_nll(log_hz.float(), duration, event, ties=config.ties, reduction="sum")

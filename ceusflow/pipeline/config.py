@@ -40,6 +40,7 @@ max_draws = 1000
 profile = "auto"             # "paper" (GPU scale), "cpu" (<= 15 min on 2 cores) or "auto" (by device)
 device = "auto"              # auto | cpu | cuda
 epochs = 60                  # maximum; early stopping on an inner split of the training cohort
+warmup_epochs = 5            # epochs trained before early stopping starts watching
 inner_fraction = 0.2
 n_models = 1                 # bagged ensemble: members on different inner splits, mean log-hazard
 monitor = "inner_cindex"     # early stopping on the inner Harrell's C | "inner_loss" (partial likelihood)
@@ -81,6 +82,7 @@ class TrainSection:
     profile: str = "auto"
     device: str = "auto"
     epochs: int = 60
+    warmup_epochs: int = 5
     inner_fraction: float = 0.2
     n_models: int = 1
     monitor: str = "inner_cindex"
