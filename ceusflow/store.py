@@ -213,10 +213,33 @@ def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
 _SCAN_RATIO, _SCAN_BELOW = 64, 65536
 
 
+def local_chunk_file(array: Any, first: int) -> Path | None:
+    """Local file of the chunk (or shard) ``(first, 0, ..., 0)`` of a Zarr v3 array, or None.
+
+    The key comes from the array's own chunk-key encoding; None when the array is not in a local
+    folder.
+    """
+    try:
+        key = array.metadata.chunk_key_encoding.encode_chunk_key((first,) + (0,) * (array.ndim - 1))
+        root = Path(array.store_path.store.root) / array.store_path.path
+    except AttributeError:  # another store or format
+        return None
+    return root / key
+
+
+def numcodecs_blosc(blosc: BloscCodec) -> Any:
+    """The numcodecs ``Blosc`` that writes and reads the same bytes as zarr's ``BloscCodec``."""
+    from numcodecs import Blosc
+
+    return Blosc(cname=str(blosc.cname.value), clevel=int(blosc.clevel),
+                 shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
+                          "bitshuffle": Blosc.BITSHUFFLE}[str(blosc.shuffle.value)], blocksize=int(blosc.blocksize))
+
+
 def _shard_encoder(array: zarr.Array) -> Any:
     """A function writing shard ``i`` from its frames with numcodecs, or None for other layouts."""
-    from numcodecs import CRC32C, Blosc
-    from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+    from numcodecs import CRC32C
+    from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 
     codecs = array.metadata.codecs
     sharding = codecs[0] if len(codecs) == 1 and isinstance(codecs[0], ShardingCodec) else None
@@ -228,13 +251,10 @@ def _shard_encoder(array: zarr.Array) -> Any:
             and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
             and sharding.chunk_shape[0] == 1 and tuple(sharding.chunk_shape[1:]) == array.shape[1:]):
         return None
-    blosc = inner[1]
-    codec = Blosc(cname=str(blosc.cname.value), clevel=int(blosc.clevel),
-                  shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
-                           "bitshuffle": Blosc.BITSHUFFLE}[str(blosc.shuffle.value)], blocksize=int(blosc.blocksize))
+    if local_chunk_file(array, 0) is None:
+        return None
+    codec = numcodecs_blosc(inner[1])
     crc, per_shard, empty = CRC32C(), array.shards[0], array.fill_value == 0
-    folder = Path(array.store_path.store.root) / array.store_path.path / "c"
-    tail = "/".join(["0"] * (array.ndim - 1))
 
     def chunk(frame: np.ndarray) -> bytes | None:
         # chunks equal to the fill value stay absent, as zarr writes them; only a frame that
@@ -251,7 +271,8 @@ def _shard_encoder(array: zarr.Array) -> Any:
             if part is not None:
                 table[k] = offset, len(part)
                 offset += len(part)
-        target = folder / str(i) / tail
+        target = local_chunk_file(array, i)
+        assert target is not None  # checked above
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as f:
             for part in parts:

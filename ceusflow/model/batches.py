@@ -13,7 +13,6 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -312,31 +311,27 @@ def _chunk_reader(array: Any) -> Callable[[int], np.ndarray | None] | None:
 
     The reader returns None for an absent chunk (the caller asks zarr, which fills it).
     """
-    from numcodecs import Blosc, Zstd
+    from numcodecs import Zstd
     from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 
-    try:
-        codecs = array.metadata.codecs
-        separator = array.metadata.chunk_key_encoding.separator
-        root = Path(array.store_path.store.root) / array.store_path.path
-    except AttributeError:  # another store or format
-        return None
-    if (len(codecs) != 2 or not isinstance(codecs[0], BytesCodec) or tuple(array.chunks[1:]) != array.shape[1:]
-            or array.chunks[0] != 1 or array.dtype.itemsize != 1 or not root.is_dir()):
+    from ceusflow.store import local_chunk_file, numcodecs_blosc
+
+    codecs = getattr(getattr(array, "metadata", None), "codecs", None)
+    if (codecs is None or local_chunk_file(array, 0) is None or len(codecs) != 2
+            or not isinstance(codecs[0], BytesCodec) or tuple(array.chunks[1:]) != array.shape[1:]
+            or array.chunks[0] != 1 or array.dtype.itemsize != 1):
         return None
     if isinstance(codecs[1], ZstdCodec):
         codec: Any = Zstd(level=codecs[1].level)
     elif isinstance(codecs[1], BloscCodec):
-        codec = Blosc(cname=str(codecs[1].cname.value), clevel=int(codecs[1].clevel))
+        codec = numcodecs_blosc(codecs[1])
     else:
         return None
-    tail = separator.join(["0"] * (array.ndim - 1))
     shape, dtype = tuple(array.chunks), array.dtype
 
     def read(row: int) -> np.ndarray | None:
         try:
-            data = (root / "c" / f"{row}{separator}{tail}" if separator == "/" else
-                    root / f"c{separator}{row}{separator}{tail}").read_bytes()
+            data = local_chunk_file(array, row).read_bytes()  # type: ignore[union-attr]
         except FileNotFoundError:
             return None
         return np.frombuffer(codec.decode(data), dtype=dtype).reshape(shape)[0]
