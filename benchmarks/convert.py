@@ -5,7 +5,10 @@ Usage: .venv/bin/python benchmarks/convert.py [--seconds 10] [--patients 4] [--c
 
 ``--frames``: ``speckle`` is full-frame Rayleigh noise (the worst case for every codec: nothing but
 entropy); ``ceus`` are frames rendered by the simulator (sector, dark background, contrast
-speckle), which compress like the issue's real speckle (zstd ~2.2x, lz4 ~1.8x).
+speckle), which compress like the issue's real speckle (zstd ~2.2x, lz4 ~1.8x); ``real`` are the
+vendor's own JPEG Baseline bitstreams of a real ultrasound cine (``color3d_jpeg_baseline.dcm`` of
+pydicom's test data, SonoSite, YBR_FULL_422, 480x640 at 30 fps, 120 frames; ``--real-file``),
+repeated to the cine length and written without re-encoding (only ``--formats jpeg`` applies).
 
 Prints ratios (ours vs the reference path on the same files, same machine); never asserted in tests.
 """
@@ -49,17 +52,48 @@ def ceus_frames(n: int) -> np.ndarray:
     return frames[:n]
 
 
+REAL_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom-public" / "color3d_jpeg_baseline.dcm"
+
+
+def write_real_cine(path: Path, source: Path, n: int, patient_id: str) -> None:
+    """A cine of ``n`` frames made of ``source``'s encapsulated JPEG frames, cycled, bytes unchanged."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(source)
+    bitstreams = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    ds.PixelData = encapsulate([bitstreams[k % len(bitstreams)] for k in range(n)])
+    ds["PixelData"].VR = "OB"
+    ds.NumberOfFrames = n
+    ds.PatientID = patient_id
+    ds.save_as(path, enforce_file_format=True)
+
+
 def make_cohort(root: Path, *, patients: int, seconds: float, encoding: str, frames: str = "speckle") -> Path:
+    if frames == "real":
+        import pydicom
+
+        fps = 1000.0 / float(pydicom.dcmread(REAL_FILE, stop_before_pixels=True).FrameTime)
+        for i in range(patients):
+            folder = root / "dicom" / f"p{i}"
+            folder.mkdir(parents=True)
+            write_real_cine(folder / "clip.dcm", REAL_FILE, int(seconds * fps), f"B{i:04d}")
+        _clinical(root, patients)
+        return root
     n = int(seconds * FPS)
     frames = ceus_frames(n) if frames == "ceus" else speckle(n, ROWS, COLS, seed=1)
     for i in range(patients):
         folder = root / "dicom" / f"p{i}"
         folder.mkdir(parents=True)
         write_cine_dicom(folder / "clip.dcm", frames, encoding=encoding, fps=FPS, patient_id=f"B{i:04d}")
+    _clinical(root, patients)
+    return root
+
+
+def _clinical(root: Path, patients: int) -> None:
     row = ",RFA,10,1,50,M,HBV,1,0,1,1,1,1,1,1,1,1,0,0,1"
     (root / "clinical.csv").write_text(",".join(CLINICAL_COLUMNS) + "\n"
                                        + "\n".join(f"B{i:04d}{row}" for i in range(patients)) + "\n")
-    return root
 
 
 def decode_only(cohort: Path) -> tuple[float, int, int]:
@@ -114,7 +148,8 @@ def throughput(tmp: Path, patients: int, seconds: float, codecs: tuple[str, ...]
             t2, _ = timed_convert(cohort, tmp / f"s2-{name}.zarr", workers=2, codec=codec)
             t1p, _ = timed_convert(cohort, tmp / f"s1p-{name}.zarr", workers=1, codec=codec)
             print(json.dumps({
-                "frames_from": source, "format": encoding, "codec": codec, "frames": frames, "dicom_MB": round(size / 1e6, 1),
+                "frames_from": source, "format": encoding, "codec": codec, "frames": frames,
+                "dicom_MB": round(size / 1e6, 1),
                 "decode_only_fps": round(frames / t_dec), "convert_fps": round(frames / t1),
                 "convert_vs_decode_only": round(t_dec / t1, 2),
                 "convert_vs_decode_only_each_repeat": [round(r, 2) for r in ratios],
@@ -201,17 +236,22 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="also the 30 s vs 180 s peak-RSS run")
     parser.add_argument("--chunks", action="store_true", help="also the chunk-layout measurement")
     parser.add_argument("--codecs", default="zstd,lz4", help="comma-separated codecs to convert with")
-    parser.add_argument("--frames", default="speckle,ceus", help="comma-separated frame sources: speckle, ceus")
+    parser.add_argument("--frames", default="speckle,ceus",
+                        help="comma-separated frame sources: speckle, ceus, real (JPEG only)")
+    parser.add_argument("--real-file", default=str(REAL_FILE), help="the real JPEG cine of --frames real")
     parser.add_argument("--formats", default="jpeg,native,rle", help="comma-separated DICOM pixel formats")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved decode-only/convert pairs")
     parser.add_argument("--tmpdir", default=None, help="where the cohorts and stores go (default: the system's)")
     args = parser.parse_args()
+    global REAL_FILE
+    REAL_FILE = Path(args.real_file)
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         print(json.dumps({"load_before": os.getloadavg()[0], "tmpdir": str(Path(tmp).parent)}))
         startup(Path(tmp))
         for source in args.frames.split(","):
+            formats = ("jpeg",) if source == "real" else tuple(args.formats.split(","))
             throughput(Path(tmp), args.patients, args.seconds, tuple(args.codecs.split(",")), source,
-                       tuple(args.formats.split(",")), args.repeats)
+                       formats, args.repeats)
         if args.rss:
             peak_rss(Path(tmp))
         if args.chunks:

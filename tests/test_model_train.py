@@ -21,6 +21,7 @@ from ceusflow.model import (
 )
 from ceusflow.model._metrics import inner_cindex
 from ceusflow.model._synthetic import synthetic_roi
+from ceusflow.model.batches import Draw
 
 torch.set_num_threads(1)
 
@@ -180,6 +181,39 @@ def test_augmentation_seeded_and_physical(roi):
     ds.set_epoch(4)
     assert not torch.equal(ds[4][0], a[0])
     assert torch.all(a[0][~a[1]] == 0)  # frames made invalid by the jitter carry no signal
+
+
+def _augment_reference(x: np.ndarray, mask: np.ndarray, d: Draw) -> tuple[np.ndarray, np.ndarray]:
+    """One item, by plain NumPy indexing: the augmentation as documented on ``Augment``."""
+    p, t, h, w = x.shape
+    iy, ix = np.clip(np.arange(h) + d.dy, 0, h - 1), np.clip(np.arange(w) + d.dx, 0, w - 1)
+    ix = ix[::-1] if d.flip else ix
+    out, ok = np.zeros_like(x), np.zeros_like(mask)
+    for k in range(p):
+        for j in range(t):
+            src = j - d.shift[k]
+            if 0 <= src < t and mask[k, src]:
+                out[k, j] = np.clip(x[k, src][np.ix_(iy, ix)] * np.float32(d.gain), 0, 1)
+                ok[k, j] = True
+    return out, ok
+
+
+@pytest.mark.parametrize("gain_sd", [0.0, 0.3])
+def test_batched_augmentation_matches_the_reference_per_item(roi, gain_sd):
+    aug = Augment(shift_px=3, gain_sd=gain_sd, time_jitter_frames=2)
+    ds = CineBatches(roi.assign(frame_ok=roi.frame_ok.where(roi.time != roi.time[3], False)),
+                     augment=aug, seed=1, cache=True)
+    ds.set_epoch(2)
+    idx = torch.tensor([3, 0, 7, 3, 11])
+    x, mask, _, _ = ds.batch(idx)
+    plain = CineBatches(ds.roi, cache=True)
+    draws = [ds._draw(int(i)) for i in idx]
+    assert len({(d.dy, d.dx, d.flip, d.shift) for d in draws[1:]}) > 1  # the draws differ
+    for k, (i, d) in enumerate(zip(idx.tolist(), draws, strict=True)):
+        ref_x, ref_mask = _augment_reference(plain[i][0].numpy(), plain[i][1].numpy(), d)
+        np.testing.assert_array_equal(mask[k].numpy(), ref_mask)
+        np.testing.assert_allclose(x[k].numpy(), ref_x, rtol=0, atol=1e-7)
+        assert torch.equal(ds[i][0], x[k])  # an item does not depend on the batch it is drawn in
 
 
 def test_cache_decision_by_size(roi):

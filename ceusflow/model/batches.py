@@ -35,7 +35,8 @@ from ceusflow.conventions import (
 )
 from ceusflow.errors import InputError
 
-__all__ = ["Augment", "CineBatches", "cache_decision", "check_roi", "cohort_hash", "describe_roi"]
+__all__ = ["Augment", "CineBatches", "Draw", "augment_batch", "cache_decision", "check_roi", "cohort_hash",
+           "describe_roi"]
 
 Item = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -157,35 +158,44 @@ class CineBatches(Dataset[Item]):
         """Set the epoch used to seed the augmentation."""
         self.epoch = int(epoch)
 
-    def batch(self, idx: Tensor) -> Item:
-        """Stack the items ``idx``.
+    def batch(self, idx: Tensor, device: torch.device | str | None = None) -> Item:
+        """Stack the items ``idx``, on ``device`` (default: where they are read, the CPU).
 
-        Without augmentation: one gather from the cache, or one buffer filled from the store.
+        The patients are read as one buffer (one gather from the cache, or one buffer filled from
+        the store), moved to ``device``, and augmented there: on a GPU the augmentation's gather
+        costs nothing, while on one CPU thread it runs ~60 paper-scale patients/s, a quarter of
+        what an H200 trains.
         """
-        if self._images is None and self.augment is None and self._reader is not None:
-            mask = self._mask[idx]
-            images = self._reader.read_batch(idx, mask)
-            if images is not None:
-                return images, mask, self._duration[idx], self._event[idx]
-        if self._images is None or self.augment is not None:
-            items = [self[int(i)] for i in idx]
-            return tuple(torch.stack(parts) for parts in zip(*items, strict=True))  # type: ignore[return-value]
-        return self._images[idx], self._mask[idx], self._duration[idx], self._event[idx]
+        mask = self._mask[idx]
+        x = self._read(idx, mask)
+        duration, event = self._duration[idx], self._event[idx]
+        if device is not None:
+            x, mask, duration, event = (t.to(device, non_blocking=True) for t in (x, mask, duration, event))
+        if self.augment is not None:
+            x, mask = augment_batch(x, mask, [self._draw(int(i)) for i in idx], self.augment)
+        return x, mask, duration, event
 
     def __getitem__(self, i: int) -> Item:
-        mask = self._mask[i]
+        x, mask, duration, event = self.batch(torch.tensor([int(i)]))
+        return x[0], mask[0], duration[0], event[0]
+
+    def _read(self, idx: Tensor, mask: Tensor) -> Tensor:
+        """Float intensities of patients ``idx`` (CPU), invalid frames zeroed, not augmented."""
         if self._images is not None:
-            x = self._images[i]
-        elif self._reader is not None:
-            x = self._reader.read(i)
-            x[~mask] = 0.0
+            return self._images[idx]
+        if self._reader is not None:
+            images = self._reader.read_batch(idx, mask)
+            if images is not None:
+                return images
+            items = [self._reader.read(int(i)) for i in idx]
         else:
-            x = _load_one(self.roi, i, mask)
-        if self.augment is not None:
-            rng = np.random.default_rng((self.seed, self.epoch, int(i)))
-            x, mask = _augment(x, mask, self.augment, rng)
-            x[~mask] = 0.0  # invalid frames carry no signal (x is a fresh copy)
-        return x, mask, self._duration[i], self._event[i]
+            items = [_load_one(self.roi, int(i)) for i in idx]
+        return torch.stack(items).mul_(mask[:, :, :, None, None])  # finite, >= 0: exact zeros
+
+    def _draw(self, i: int) -> Draw:
+        """The augmentation of item ``i`` in the current epoch (a function of seed, epoch, i)."""
+        assert self.augment is not None
+        return Draw.sample(self.augment, len(PHASES), np.random.default_rng((self.seed, self.epoch, i)))
 
 
 def _outcomes(roi: xr.Dataset, outcomes: bool) -> tuple[Tensor, Tensor]:
@@ -211,7 +221,7 @@ def _load_all(roi: xr.Dataset) -> Tensor:
     return x
 
 
-def _load_one(roi: xr.Dataset, i: int, ok: Tensor) -> Tensor:
+def _load_one(roi: xr.Dataset, i: int) -> Tensor:
     """Read one patient: basic indexing of one chunk, dask (if any) run in the calling thread.
 
     The synchronous scheduler avoids the thread-pool round trip of dask's default scheduler
@@ -219,9 +229,7 @@ def _load_one(roi: xr.Dataset, i: int, ok: Tensor) -> Tensor:
     what overlaps reading with compute.
     """
     one = roi[INTENSITY].isel({PATIENT: int(i)}).transpose(PHASE, TIME, Y, X)
-    x = _as_tensor(one.compute(scheduler="synchronous").values)
-    x[~ok] = 0.0  # invalid frames carry no signal
-    return x
+    return _as_tensor(one.compute(scheduler="synchronous").values)
 
 
 class _ZarrReader:
@@ -352,26 +360,68 @@ def _positions(stored: list[str], wanted: list[str]) -> np.ndarray | None:
     return np.array([lookup[w] for w in wanted], dtype=np.int64)
 
 
-def _augment(x: Tensor, mask: Tensor, aug: Augment, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
-    """Shift, flip and time jitter as one gather (one copy), then the gain in place."""
-    p, t, h, w = x.shape
-    dy, dx = (int(v) for v in rng.integers(-aug.shift_px, aug.shift_px + 1, size=2))
-    iy = (torch.arange(h) + dy).clamp(0, h - 1)  # edges replicated
-    ix = (torch.arange(w) + dx).clamp(0, w - 1)
-    if aug.flip_x and rng.random() < 0.5:
-        ix = ix.flip(0)
-    shift = torch.from_numpy(rng.integers(-aug.time_jitter_frames, aug.time_jitter_frames + 1,
-                                          size=p))
-    it = torch.arange(t)[None, :] - shift[:, None]  # (p, t): frame k moves to k + shift
-    inside = (it >= 0) & (it < t)
+@dataclass(frozen=True)
+class Draw:
+    """One item's random augmentation: spatial shift, lateral flip, per-phase time shift, gain."""
+
+    dy: int
+    dx: int
+    flip: bool
+    shift: tuple[int, ...]
+    gain: float
+
+    @classmethod
+    def sample(cls, aug: Augment, n_phases: int, rng: np.random.Generator) -> Draw:
+        """Draw from ``rng`` (always in this order, so a seed gives the same augmentation)."""
+        dy, dx = (int(v) for v in rng.integers(-aug.shift_px, aug.shift_px + 1, size=2))
+        flip = bool(aug.flip_x and rng.random() < 0.5)
+        shift = tuple(int(v) for v in rng.integers(-aug.time_jitter_frames, aug.time_jitter_frames + 1,
+                                                   size=n_phases))
+        gain = float(np.exp(rng.normal(0.0, aug.gain_sd))) if aug.gain_sd > 0 else 1.0
+        return cls(dy, dx, flip, shift, gain)
+
+
+def augment_batch(x: Tensor, mask: Tensor, draws: list[Draw], aug: Augment) -> tuple[Tensor, Tensor]:
+    """Apply each item's draw to a batch, on the batch's device: one gather, then gain and mask.
+
+    Parameters
+    ----------
+    x : Tensor (batch, phase, time, y, x)
+        Intensities in [0, 1], invalid frames zero.
+    mask : Tensor (batch, phase, time)
+        Valid frames.
+    draws : list of Draw
+        One per item.
+    aug : Augment
+        The augmentation the draws come from (``gain_sd = 0``: no gain, no clipping).
+
+    Returns
+    -------
+    tuple of Tensor
+        Shifted (edges replicated), flipped, time-jittered intensities with the gain applied and
+        clipped to [0, 1], frames made invalid by the jitter zeroed; and the new mask.
+    """
+    b, p, t, h, w = x.shape
+    dev = x.device
+
+    def column(values: list[Any], dtype: torch.dtype = torch.int64) -> Tensor:
+        return torch.tensor(values, dtype=dtype).to(dev, non_blocking=True)
+
+    dy, dx = column([d.dy for d in draws]), column([d.dx for d in draws])
+    iy = (torch.arange(h, device=dev)[None] + dy[:, None]).clamp(0, h - 1)  # edges replicated
+    ix = (torch.arange(w, device=dev)[None] + dx[:, None]).clamp(0, w - 1)
+    ix = torch.where(column([d.flip for d in draws], torch.bool)[:, None], ix.flip(1), ix)
+    it = torch.arange(t, device=dev)[None, None] - column([d.shift for d in draws])[:, :, None]
+    inside = (it >= 0) & (it < t)  # frame k moves to k + shift; vacated frames become invalid
     it = it.clamp(0, t - 1)
-    ip = torch.arange(p)[:, None]
-    out = x[ip[:, :, None, None], it[:, :, None, None], iy[None, None, :, None],
-            ix[None, None, None, :]]
-    new_mask = mask[ip, it] & inside
+    ib = torch.arange(b, device=dev)[:, None, None, None, None]
+    ip = torch.arange(p, device=dev)[None, :, None, None, None]
+    out = x[ib, ip, it[:, :, :, None, None], iy[:, None, None, :, None], ix[:, None, None, None, :]]
+    new_mask = mask.gather(2, it) & inside
     if aug.gain_sd > 0:
-        out.mul_(float(np.exp(rng.normal(0.0, aug.gain_sd)))).clamp_(0.0, 1.0)
-    return out, new_mask
+        gain = column([d.gain for d in draws], torch.float32)
+        out.mul_(gain[:, None, None, None, None]).clamp_(0.0, 1.0)
+    return out.mul_(new_mask[:, :, :, None, None]), new_mask  # invalid frames carry no signal
 
 
 def cohort_hash(roi: xr.Dataset) -> str:

@@ -325,18 +325,20 @@ def _history(rows: list[dict[str, float]]) -> xr.Dataset:
 
 
 def _collate(ds: CineBatches, idx: Tensor, device: torch.device) -> tuple[Tensor, ...]:
-    return tuple(part.to(device, non_blocking=True) for part in ds.batch(idx))
+    return ds.batch(idx, device)
 
 
 def _batches(ds: CineBatches, order: Tensor, size: int, device: torch.device,
              depth: int = 2) -> Iterator[tuple[Tensor, ...]]:
-    """Yield batches in ``order``; a lazy dataset is read ``depth`` batches ahead in a thread.
+    """Yield batches in ``order``, prepared ``depth`` batches ahead in a thread.
 
-    Reading (Zarr decompression releases the GIL) thus overlaps the forward/backward pass.
-    Items depend only on (seed, epoch, index), so prefetching does not change any result.
+    Reading (Zarr decompression releases the GIL), and on a GPU the gather, copy and augmentation
+    of the next batches, thus overlap the forward/backward pass. A cached dataset on the CPU is
+    prepared in line: both cores are busy with the model there. Items depend only on (seed,
+    epoch, index), so prefetching does not change any result.
     """
     chunks = list(order.split(size))
-    if ds.cached or not chunks:
+    if (ds.cached and device.type == "cpu") or not chunks:
         yield from (_collate(ds, idx, device) for idx in chunks)
         return
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -168,7 +168,7 @@ def _signatures(ctx: _Context) -> dict[str, Any]:
     out = pd.DataFrame(index=pd.Index(roi[PATIENT].values, name=PATIENT))
     for arm in TREATMENTS:
         model = load_model(ctx.results / "models" / f"R-{arm}")
-        out[f"signature_{arm.lower()}"] = predict_risk(model.model, roi).to_series()
+        out[f"signature_{arm.lower()}"] = predict_risk(model.model, roi, device=ctx.config.train.device).to_series()  # type: ignore[arg-type]
     out.to_csv(ctx.results / "signatures.csv")
     return {}
 
