@@ -124,15 +124,20 @@ def test_store_reader_reads_what_xarray_reads(roi, tmp_path):
         stored.to_zarr(tmp_path / "roi.zarr", encoding=ENCODING)
     lazy = open_rois(tmp_path / "roi.zarr")
     sub = lazy.isel(patient=[5, 1, 7]).isel(phase=[2, 0, 1])  # another order of patients and phases
-    direct, cached = CineBatches(sub, cache=False), CineBatches(sub.load(), cache=True)
-    assert direct._reader is not None and cached._reader is None
+    plain = sub.assign(intensity=sub.intensity.load() * 1)  # the same floats, not the store's variable
+    direct, cached = CineBatches(sub, cache=False), CineBatches(plain, cache=True)
+    levels = CineBatches(sub, cache=True)  # the store's 8-bit levels, cached
+    assert direct._reader is not None and cached._reader is None and cached._images.dtype == torch.float32
+    assert levels._images.dtype == torch.uint8 and "8-bit" in cache_decision(sub)[1]
     assert direct._reader._chunk is not None  # chunk files decoded by numcodecs, not through zarr
     for i in range(3):
         np.testing.assert_array_equal(direct[i][0].numpy(), cached[i][0].numpy())
+        np.testing.assert_array_equal(levels[i][0].numpy(), cached[i][0].numpy())
     idx = torch.tensor([2, 0, 1, 2])
     batch, mask = direct.batch(idx)[:2]
     assert (~mask).any()  # some frames are invalid: they must come back as zeros
     np.testing.assert_array_equal(batch.numpy(), cached.batch(idx)[0].numpy())  # one buffer = items
+    np.testing.assert_array_equal(levels.batch(idx)[0].numpy(), cached.batch(idx)[0].numpy())
     (tmp_path / "roi.zarr" / "intensity" / "c" / "1").rename(tmp_path / "gone")  # an absent chunk ...
     assert direct._reader._chunk(1) is None
     np.testing.assert_array_equal(direct[1][0].numpy(), 0.0)  # ... is zarr's fill value, as xarray reads it

@@ -98,17 +98,21 @@ def cache_decision(roi: xr.Dataset, *, limit_bytes: int | None = None) -> tuple[
     roi : Dataset
         The ROI cohort.
     limit_bytes : int, optional
-        Largest float32 size cached; default a quarter of the physical memory, at most 8 GiB.
+        Largest cache in bytes (8-bit levels for the ROI store's own 8-bit intensities, else
+        float32); default a quarter of the physical memory, at most 8 GiB.
 
     Returns
     -------
     tuple of (bool, str)
         The decision and a one-line explanation for the user.
     """
-    size = int(np.prod([roi.sizes[d] for d in roi[INTENSITY].dims])) * 4
+    reader = _ZarrReader.for_cohort(roi)
+    eight_bit = reader is not None and reader.scale is not None  # cached as the store's levels
+    size = int(np.prod([roi.sizes[d] for d in roi[INTENSITY].dims])) * (1 if eight_bit else 4)
     limit = _default_limit() if limit_bytes is None else int(limit_bytes)
     if size <= limit:
-        return True, f"caching the ROI cohort in memory ({size / 2**20:.0f} MiB <= {limit / 2**20:.0f} MiB)"
+        kind = "8-bit levels" if eight_bit else "float32"
+        return True, f"caching the ROI cohort in memory ({size / 2**20:.0f} MiB of {kind} <= {limit / 2**20:.0f} MiB)"
     return False, (f"reading the ROI cohort lazily, one patient at a time "
                    f"({size / 2**20:.0f} MiB > {limit / 2**20:.0f} MiB memory limit)")
 
@@ -144,12 +148,17 @@ class CineBatches(Dataset[Item]):
         check_roi(roi, outcomes=outcomes)
         self.roi = roi.sel({PHASE: list(PHASES)})
         self.augment, self.seed, self.epoch = augment, int(seed), 0
+        self._reader = _ZarrReader.for_cohort(self.roi)
         self.cached = cache_decision(roi)[0] if cache is None else bool(cache)
         self._mask = torch.from_numpy(np.asarray(
             self.roi[FRAME_OK].transpose(PATIENT, PHASE, TIME).values, dtype=bool))
         self._duration, self._event = _outcomes(self.roi, outcomes)
-        self._images = _load_all(self.roi) if self.cached else None
-        self._reader = None if self.cached else _ZarrReader.for_cohort(self.roi)
+        # the cache: the store's 8-bit levels when it has them (4x smaller), else float intensities
+        self._images: Tensor | None = None
+        if self.cached and self._reader is not None and self._reader.scale is not None:
+            self._images = self._reader.read_levels(torch.arange(len(self)))
+        elif self.cached:
+            self._images = _load_all(self.roi)
 
     def __len__(self) -> int:
         return int(self.roi.sizes[PATIENT])
@@ -162,15 +171,18 @@ class CineBatches(Dataset[Item]):
         """Stack the items ``idx``, on ``device`` (default: where they are read, the CPU).
 
         The patients are read as one buffer (one gather from the cache, or one buffer filled from
-        the store), moved to ``device``, and augmented there: on a GPU the augmentation's gather
-        costs nothing, while on one CPU thread it runs ~60 paper-scale patients/s, a quarter of
-        what an H200 trains.
+        the store), moved to ``device``, decoded and augmented there. An 8-bit store's levels stay
+        8-bit until then (a quarter of the bytes to gather and copy), and on a GPU the
+        augmentation's gather costs nothing, while on one CPU thread it runs ~60 paper-scale
+        patients/s, a quarter of what an H200 trains (``docs/model.md``).
         """
         mask = self._mask[idx]
         x = self._read(idx, mask)
         duration, event = self._duration[idx], self._event[idx]
         if device is not None:
             x, mask, duration, event = (t.to(device, non_blocking=True) for t in (x, mask, duration, event))
+        if x.dtype == torch.uint8:  # 8-bit levels travel as such: decoded where the batch goes
+            x = self._reader.to_grey(x.to(torch.float32)).mul_(mask[:, :, :, None, None])  # type: ignore[union-attr]
         if self.augment is not None:
             x, mask = augment_batch(x, mask, [self._draw(int(i)) for i in idx], self.augment)
         return x, mask, duration, event
@@ -180,13 +192,12 @@ class CineBatches(Dataset[Item]):
         return x[0], mask[0], duration[0], event[0]
 
     def _read(self, idx: Tensor, mask: Tensor) -> Tensor:
-        """Float intensities of patients ``idx`` (CPU), invalid frames zeroed, not augmented."""
+        """Patients ``idx`` on the CPU, not augmented: 8-bit levels, or zero-masked floats."""
         if self._images is not None:
             return self._images[idx]
         if self._reader is not None:
-            images = self._reader.read_batch(idx, mask)
-            if images is not None:
-                return images
+            if self._reader.scale is not None:
+                return self._reader.read_levels(idx)
             items = [self._reader.read(int(i)) for i in idx]
         else:
             items = [_load_one(self.roi, int(i)) for i in idx]
@@ -282,29 +293,24 @@ class _ZarrReader:
         scale = array.attrs.get("scale_factor")
         return cls(array, rows, phases, None if scale is None else float(scale))
 
-    def read_batch(self, idx: Tensor, mask: Tensor) -> Tensor | None:
-        """Patients ``idx`` as one float tensor, invalid frames zeroed; None for float stores.
+    def read_levels(self, idx: Tensor) -> Tensor:
+        """Stored 8-bit levels of patients ``idx`` as one ``uint8`` tensor (one chunk each).
 
-        The same values as stacking :meth:`read` items (same float operations), without a float
-        copy per patient and a stack: each 8-bit chunk is converted once into the batch buffer.
-        This halved the reading cost of a ``cpu``-profile batch (``docs/model.md``).
+        Decoded later by :meth:`to_grey` on the batch's device: the same values as decoding each
+        patient here, with a quarter of the bytes to gather and copy.
         """
-        if self.scale is None:
-            return None
         shape = (len(self.phases), *self.array.shape[2:])  # type: ignore[attr-defined]
-        out = torch.empty((len(idx), *shape), dtype=torch.float32)
+        out = torch.empty((len(idx), *shape), dtype=torch.uint8)
         for k, i in enumerate(idx.tolist()):
             out[k].copy_(torch.from_numpy(self._raw(int(self.rows[i]))[self.phases]))
-        return self._to_grey(out).mul_(mask[:, :, :, None, None])  # finite, >= 0: exact zeros
+        return out
 
     def read(self, i: int) -> Tensor:
-        raw = self._raw(int(self.rows[i]))[self.phases]
-        if self.scale is None:
-            return _as_tensor(raw)
-        return self._to_grey(torch.from_numpy(raw).to(torch.float32))
+        """One patient of a float store, as float intensities."""
+        return _as_tensor(self._raw(int(self.rows[i]))[self.phases])
 
-    def _to_grey(self, x: Tensor) -> Tensor:
-        """Stored 8-bit levels -> intensities, in place (``g / 255`` exactly, as open_rois decodes)."""
+    def to_grey(self, x: Tensor) -> Tensor:
+        """Stored 8-bit levels (as float) -> intensities in place: ``g / 255`` as open_rois decodes."""
         from ceusflow.preprocess.cohort import grey_levels
 
         levels = grey_levels(self.scale)  # type: ignore[arg-type]
