@@ -230,6 +230,7 @@ def _bytes_touched(chunks: tuple[int, ...], shape: tuple[int, ...], stored: int)
 
 
 def main() -> None:
+    global REAL_FILE
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--patients", type=int, default=4)
@@ -243,7 +244,6 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved decode-only/convert pairs")
     parser.add_argument("--tmpdir", default=None, help="where the cohorts and stores go (default: the system's)")
     args = parser.parse_args()
-    global REAL_FILE
     REAL_FILE = Path(args.real_file)
     with tempfile.TemporaryDirectory(dir=args.tmpdir) as tmp:
         print(json.dumps({"load_before": os.getloadavg()[0], "tmpdir": str(Path(tmp).parent)}))

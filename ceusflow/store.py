@@ -17,10 +17,12 @@ lose data).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -189,13 +191,21 @@ def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
     blocks = data if isinstance(data, da.Array) else da.from_array(np.asarray(data), chunks=per_shard)
     blocks = blocks.rechunk({k: -1 for k in range(1, blocks.ndim)})
     encode = _shard_encoder(array)
-    pending: list[np.ndarray] = []
-    start = 0  # first frame of the pending shard
     # one Delayed per block, computed as it is: Array.blocks[i].compute() would copy each block
     # once more in dask's finalize step (a whole extra pass over the pixels)
     parts = blocks.to_delayed().ravel()
+    with _single_threaded_blosc():
+        _write_parts(parts, array, per_shard, encode)
+
+
+def _write_parts(parts: np.ndarray, array: zarr.Array, per_shard: int, encode: Any) -> None:
+    """Compute ``parts`` in order in this thread, buffering frames into whole shards."""
+    pending: list[np.ndarray] = []
+    start = 0  # first frame of the pending shard
     for i, part in enumerate(parts):
-        pending.append(np.asarray(part.compute(), dtype=array.dtype))
+        # synchronous: a conversion worker is one thread (a dask thread pool would only hand the
+        # decode to another thread and wait for it)
+        pending.append(np.asarray(part.compute(scheduler="synchronous"), dtype=array.dtype))
         while sum(len(p) for p in pending) >= per_shard or (i == len(parts) - 1 and pending):
             buf = np.concatenate(pending) if len(pending) > 1 else pending[0]
             shard, rest = buf[:per_shard], buf[per_shard:]
@@ -205,6 +215,24 @@ def write_shards(array_path: str | os.PathLike[str], data: Any) -> None:
                 encode(start // per_shard, shard)
             start += len(shard)
             pending = [rest] if len(rest) else []
+
+
+@contextlib.contextmanager
+def _single_threaded_blosc() -> Iterator[None]:
+    """Blosc without its own threads for the duration (numcodecs uses them from the main thread).
+
+    A conversion worker is meant to use one core (workers scale by processes). Blosc's threads
+    did not speed lz4 up on 480x640 frames either (0.28 vs 0.11 ms per simulated frame encoded
+    alone; no measurable difference in whole conversions, ``docs/store.md``).
+    """
+    from numcodecs import blosc
+
+    before = blosc.use_threads
+    blosc.use_threads = False
+    try:
+        yield
+    finally:
+        blosc.use_threads = before
 
 
 #: Only a chunk that compressed at least this much may be all zeros (lz4 reaches ~250x on zeros,
