@@ -65,6 +65,14 @@ def test_train_uses_only_training_patients_of_the_arm(model):
         roi.isel(patient=np.flatnonzero(expected)))
 
 
+def test_train_n_models_writes_an_ensemble(app, store, tmp_path):
+    res = CliRunner().invoke(app, ["train", str(store), "--treatment", "SR", "--out", str(tmp_path / "m"),
+                                   "--profile", "cpu", "--device", "cpu", "--epochs", "1", "--n-models", "2"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["train_config"]["n_models"] == 2 and len(meta["info"]["best_epochs"]) == 2
+
+
 def test_predict_writes_zarr_and_csv(app, model, store, tmp_path):
     out = tmp_path / "signatures.zarr"
     res = CliRunner().invoke(app, ["predict", str(model[0]), str(store), "--out", str(out)])
