@@ -106,8 +106,15 @@ def cache_decision(roi: xr.Dataset, *, limit_bytes: int | None = None) -> tuple[
     tuple of (bool, str)
         The decision and a one-line explanation for the user.
     """
-    reader = _ZarrReader.for_cohort(roi)
-    eight_bit = reader is not None and reader.scale is not None  # cached as the store's levels
+    return _decide(roi, _eight_bit(_ZarrReader.for_cohort(roi)), limit_bytes)
+
+
+def _eight_bit(reader: _ZarrReader | None) -> bool:
+    """Whether the intensities are the store's own 8-bit levels (cached and copied as such)."""
+    return reader is not None and reader.scale is not None
+
+
+def _decide(roi: xr.Dataset, eight_bit: bool, limit_bytes: int | None) -> tuple[bool, str]:
     size = int(np.prod([roi.sizes[d] for d in roi[INTENSITY].dims])) * (1 if eight_bit else 4)
     limit = _default_limit() if limit_bytes is None else int(limit_bytes)
     if size <= limit:
@@ -149,14 +156,14 @@ class CineBatches(Dataset[Item]):
         self.roi = roi.sel({PHASE: list(PHASES)})
         self.augment, self.seed, self.epoch = augment, int(seed), 0
         self._reader = _ZarrReader.for_cohort(self.roi)
-        self.cached = cache_decision(roi)[0] if cache is None else bool(cache)
+        self.cached = _decide(roi, _eight_bit(self._reader), None)[0] if cache is None else bool(cache)
         self._mask = torch.from_numpy(np.asarray(
             self.roi[FRAME_OK].transpose(PATIENT, PHASE, TIME).values, dtype=bool))
         self._duration, self._event = _outcomes(self.roi, outcomes)
         # the cache: the store's 8-bit levels when it has them (4x smaller), else float intensities
         self._images: Tensor | None = None
-        if self.cached and self._reader is not None and self._reader.scale is not None:
-            self._images = self._reader.read_levels(torch.arange(len(self)))
+        if self.cached and _eight_bit(self._reader):
+            self._images = self._reader.read_levels(torch.arange(len(self)))  # type: ignore[union-attr]
         elif self.cached:
             self._images = _load_all(self.roi)
 
@@ -196,7 +203,7 @@ class CineBatches(Dataset[Item]):
         if self._images is not None:
             return self._images[idx]
         if self._reader is not None:
-            if self._reader.scale is not None:
+            if _eight_bit(self._reader):
                 return self._reader.read_levels(idx)
             items = [self._reader.read(int(i)) for i in idx]
         else:

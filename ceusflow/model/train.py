@@ -324,10 +324,6 @@ def _history(rows: list[dict[str, float]]) -> xr.Dataset:
     return ds
 
 
-def _collate(ds: CineBatches, idx: Tensor, device: torch.device) -> tuple[Tensor, ...]:
-    return ds.batch(idx, device)
-
-
 def _batches(ds: CineBatches, order: Tensor, size: int, device: torch.device,
              depth: int = 2) -> Iterator[tuple[Tensor, ...]]:
     """Yield batches in ``order``, prepared ``depth`` batches ahead in a thread.
@@ -339,13 +335,13 @@ def _batches(ds: CineBatches, order: Tensor, size: int, device: torch.device,
     """
     chunks = list(order.split(size))
     if (ds.cached and device.type == "cpu") or not chunks:
-        yield from (_collate(ds, idx, device) for idx in chunks)
+        yield from (ds.batch(idx, device) for idx in chunks)
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = deque(pool.submit(_collate, ds, idx, device) for idx in chunks[:depth])
+        pending = deque(pool.submit(ds.batch, idx, device) for idx in chunks[:depth])
         for nxt in chunks[depth:]:
             batch = pending.popleft().result()
-            pending.append(pool.submit(_collate, ds, nxt, device))
+            pending.append(pool.submit(ds.batch, nxt, device))
             yield batch
         while pending:
             yield pending.popleft().result()
@@ -400,7 +396,7 @@ def _estimate_seconds(model: CoxCNN, fit: CineBatches, val: CineBatches, config:
     saved = _state(model)
     with torch.random.fork_rng(devices=[]):
         start = time.perf_counter()
-        x, mask, _, _ = _collate(fit, idx, device)
+        x, mask, _, _ = fit.batch(idx, device)
         with _autocast(config, device):
             model(x, mask).float().sum().backward()
         per_patient = (time.perf_counter() - start) / len(idx)
