@@ -269,6 +269,22 @@ def test_bootstrap_nomogram_predictions_refit_on_resamples(cohort: pd.DataFrame)
     assert point.columns.tolist() == ["pfs2y_rfa", "pfs2y_sr"] and point.index.equals(patients.index)
 
 
+def test_bootstrap_resample_without_events_is_nan_not_fatal(cohort: pd.DataFrame) -> None:
+    # an arm of 6 patients with one event: about a third of the resamples miss it
+    rfa = cohort[cohort.treatment == "RFA"]
+    small = pd.concat([rfa[rfa.event == 1].iloc[:1], rfa[rfa.event == 0].iloc[:5]])
+    train_sr = cohort[cohort.treatment == "SR"].iloc[:80]
+    boot = bootstrap_nomogram_predictions(small, train_sr, cohort.iloc[:5], {"RFA": ["age"], "SR": ["alt"]},
+                                          n_boot=12, rng=3)
+    empty = np.isnan(boot.sel(treatment="RFA")).all("patient")
+    gen, expected = np.random.default_rng(3), 0
+    for _ in range(12):  # the same draws, in the documented order
+        expected += not small.event.to_numpy()[gen.integers(0, 6, 6)].any()
+        gen.integers(0, 80, 80)
+    assert 0 < expected < 12 and int(empty.sum()) == boot.attrs["n_without_events"] == expected
+    assert np.isfinite(boot.sel(treatment="SR")).all()
+
+
 def test_bootstrap_needs_covariate_columns(cohort: pd.DataFrame) -> None:
     with pytest.raises(InputError, match="missing columns"):
         bootstrap_nomogram_predictions(cohort, cohort, cohort, ["nope"], n_boot=2)

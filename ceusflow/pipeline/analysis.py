@@ -91,11 +91,11 @@ def recommendations(patients: pd.DataFrame, config: StudyConfig, preds: pd.DataF
 
 def _finite_bootstrap(train_rfa: pd.DataFrame, train_sr: pd.DataFrame, frame: pd.DataFrame,
                       cols: dict[str, list[str]], horizon: float, *, n_boot: int, rng: Any) -> Any:
-    """Bootstrap nomogram predictions without the replicates whose refit diverged (counted in attrs)."""
+    """Bootstrap nomogram predictions without the diverged or event-free replicates (counted in attrs)."""
     arr = rec.bootstrap_nomogram_predictions(train_rfa, train_sr, frame, cols, horizon=horizon, n_boot=n_boot,
                                              rng=rng)
     ok = np.isfinite(arr).all(dim=[d for d in arr.dims if d != "boot"])
-    return arr.isel(boot=ok.values).assign_attrs(n_dropped_diverged=int((~ok).sum()))
+    return arr.isel(boot=ok.values).assign_attrs(n_dropped=int((~ok).sum()))
 
 
 def _cut(patients: pd.DataFrame, arm: str, sig: str, config: StudyConfig) -> float:

@@ -100,7 +100,10 @@ def bootstrap_nomogram_predictions(train_rfa: pd.DataFrame, train_sr: pd.DataFra
     Replicate ``b`` draws ``rng.integers(0, n_rfa, n_rfa)`` rows of ``train_rfa`` and then
     ``rng.integers(0, n_sr, n_sr)`` rows of ``train_sr`` (with replacement), fits
     :func:`ceusflow.survival.fit_cox` with the fixed ``covariates`` (variable selection is not
-    repeated) and reads :func:`ceusflow.survival.predict_survival` at ``horizon``.
+    repeated) and reads :func:`ceusflow.survival.predict_survival` at ``horizon``. A resample
+    without any event has no partial likelihood: that replicate's predictions are NaN (counted in
+    ``attrs["n_without_events"]``; small arms draw one now and then), to be dropped like diverged
+    fits.
 
     Parameters
     ----------
@@ -121,24 +124,30 @@ def bootstrap_nomogram_predictions(train_rfa: pd.DataFrame, train_sr: pd.DataFra
     -------
     DataArray (boot, patient, treatment)
         PFS probability at ``horizon``; ``treatment`` = ("RFA", "SR"); attrs ``horizon``,
-        ``n_nonconverged`` (Cox fits that hit the iteration limit) and ``seed``.
+        ``n_nonconverged`` (Cox fits that hit the iteration limit), ``n_without_events``
+        (replicates left NaN) and ``seed``.
     """
     if n_boot < 2:
         raise InputError("n_boot", f"must be >= 2, got {n_boot}", "use 200 or more")
     inputs, gen = _checked_inputs(train_rfa, train_sr, patients, covariates), _generator(rng)
     out = np.empty((n_boot, len(patients), 2))
-    bad = 0
+    bad = empty = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for b in range(n_boot):
             for j, (train, cols) in enumerate(inputs.values()):
-                out[b, :, j], ok = _fit_predict(train, patients, cols, horizon, gen.integers(0, len(train), len(train)))
+                idx = gen.integers(0, len(train), len(train))
+                if not np.asarray(train[EVENT].to_numpy()[idx], dtype=bool).any():
+                    out[b, :, j], empty = np.nan, empty + 1
+                    continue
+                out[b, :, j], ok = _fit_predict(train, patients, cols, horizon, idx)
                 bad += not ok
     if bad:
         warnings.warn(f"{bad} of {2 * n_boot} bootstrap Cox fits did not converge", ConvergenceWarning, stacklevel=2)
     return xr.DataArray(out, dims=("boot", PATIENT, TREATMENT),
                         coords={PATIENT: patients.index.to_numpy(), TREATMENT: list(TREATMENTS)},
                         name="pfs", attrs={"horizon": float(horizon), "n_nonconverged": bad,
+                                           "n_without_events": empty,
                                            "seed": rng if isinstance(rng, int) else None})
 
 
