@@ -31,6 +31,12 @@ def study(tmp_path_factory: pytest.TempPathFactory):
     config = StudyConfig()
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2),
                                  statistics=dataclasses.replace(config.statistics, n_boot=20))
+    # a fixed project secret: the pseudonyms, hence the split and every number, are the same in every
+    # run (with a random one, the tiny arms' statistics changed from run to run)
+    (root / "stores").mkdir()
+    secret = root / "stores" / ".ceusflow-secret"
+    secret.write_text("5e" * 32 + "\n")
+    secret.chmod(0o600)
     summary = run_study(sim.cohort_dir, root / "results", config, store=root / "stores" / "c.zarr", workers=2,
                         progress=False, log=lambda line: None)
     return sim, summary, config, root
