@@ -20,6 +20,7 @@ import pandas as pd
 
 from ceusflow.conventions import PATIENT
 from ceusflow.model import TrainConfig, predict_risk, train
+from ceusflow.model.cohort import training_cohort
 from ceusflow.pipeline.run import patient_table
 from ceusflow.preprocess.cohort import open_rois
 
@@ -44,12 +45,10 @@ def main() -> None:
             if time.perf_counter() - start > args.deadline_s:
                 print(f"deadline: skipping seed {seed} {arm}", flush=True)
                 continue
-            arm_rows = table[table["treatment"] == arm]
-            fit_keys = list(arm_rows.index[arm_rows["split"] == "train"])
-            val = arm_rows[arm_rows["split"] == "val"]
+            fit, _ = training_cohort(roi, arm, train_patients=list(table.index[table["split"] == "train"]))
+            val = table[(table["treatment"] == arm) & (table["split"] == "val")]
             t0 = time.perf_counter()
-            trained = train(roi.sel({PATIENT: fit_keys}),
-                            TrainConfig(profile=args.profile, device=args.device, seed=seed),  # type: ignore[arg-type]
+            trained = train(fit, TrainConfig(profile=args.profile, device=args.device, seed=seed),  # type: ignore[arg-type]
                             progress=False)
             seconds = time.perf_counter() - t0
             risk = predict_risk(trained.model, roi.sel({PATIENT: list(val.index)}), device=args.device)
@@ -59,7 +58,7 @@ def main() -> None:
                                 "seconds": seconds})
             rows.append(out)
             pd.concat(rows).to_csv(args.out_csv, index=False)  # after each model: a deadline keeps the rest
-            print(f"seed {seed} {arm}: {len(fit_keys)} training patients, best epoch {trained.best_epoch}, "
+            print(f"seed {seed} {arm}: {fit.sizes[PATIENT]} training patients, best epoch {trained.best_epoch}, "
                   f"{seconds:.1f} s", flush=True)
     print(f"wrote {Path(args.out_csv)} in {time.perf_counter() - start:.0f} s")
 
