@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -71,6 +72,23 @@ def test_train_n_models_writes_an_ensemble(app, store, tmp_path):
     assert res.exit_code == 0, res.output
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["train_config"]["n_models"] == 2 and len(meta["info"]["best_epochs"]) == 2
+
+
+def test_train_compile_flag_reaches_the_training(app, store, tmp_path, monkeypatch):
+    import ceusflow.model
+
+    real, seen = ceusflow.model.train, []
+
+    def spy(cohort, config, progress):  # compile with dynamo's "eager" backend: inductor takes minutes on a CPU
+        seen.append(config.compile)
+        return real(cohort, dataclasses.replace(config, compile="eager"), progress=progress)
+
+    monkeypatch.setattr(ceusflow.model, "train", spy)
+    res = CliRunner().invoke(app, ["train", str(store), "--treatment", "SR", "--out", str(tmp_path / "m"),
+                                   "--profile", "cpu", "--device", "cpu", "--epochs", "1", "--compile"])
+    assert res.exit_code == 0, res.output
+    assert seen == ["inductor"]
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["train_config"]["compile"] == "eager"
 
 
 def test_predict_writes_zarr_and_csv(app, model, store, tmp_path):

@@ -242,8 +242,21 @@ def test_train_config_json_round_trip():
     assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()
 
 
+def test_compiled_training_uses_the_same_weights(roi):
+    # The "eager" backend captures the graph with dynamo and runs it uncompiled: any mix-up of the
+    # compiled module and the model whose state is kept (best epoch, checkpoint) shows here.
+    # Inductor itself is exercised by the GPU benchmark (compiling on 2 CPU cores takes minutes).
+    cfg = dataclasses.replace(QUICK, epochs=3, warmup_epochs=1)
+    eager, compiled = (train(roi, dataclasses.replace(cfg, compile=c), progress=False) for c in (None, "eager"))
+    assert compiled.best_epoch == eager.best_epoch
+    assert compiled.history.inner_cindex.equals(eager.history.inner_cindex)
+    for key, value in _weights(eager).items():
+        assert torch.equal(value, _weights(compiled)[key]), key
+    assert type(compiled.model).__name__ == "CoxCNN"  # the plain module is kept, not the compiled wrapper
+
+
 @pytest.mark.parametrize("kwargs", [{"device": "tpu"}, {"ties": "exact"}, {"epochs": 0}, {"warmup_epochs": -1},
-                                    {"profile": "big"}])
+                                    {"profile": "big"}, {"compile": "fastest"}])
 def test_bad_train_config(kwargs):
     with pytest.raises(InputError):
         TrainConfig(**kwargs)

@@ -44,6 +44,7 @@ warmup_epochs = 5            # epochs trained before early stopping starts watch
 inner_fraction = 0.2
 n_models = 1                 # bagged ensemble: members on different inner splits, mean log-hazard
 monitor = "inner_cindex"     # early stopping on the inner Harrell's C | "inner_loss" (partial likelihood)
+compile = ""                 # torch.compile backend: "" = eager, "inductor" (+33-45 % on a GPU, ~20 s to compile)
 
 [statistics]
 horizon_months = 24.0        # 2-year PFS (paper)
@@ -86,6 +87,7 @@ class TrainSection:
     inner_fraction: float = 0.2
     n_models: int = 1
     monitor: str = "inner_cindex"
+    compile: str = ""
 
 
 @dataclass(frozen=True)

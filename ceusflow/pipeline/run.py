@@ -155,7 +155,7 @@ def _train(ctx: _Context, arm: str) -> dict[str, Any]:
     t = ctx.config.train
     config = TrainConfig(profile=t.profile, device=t.device, epochs=t.epochs, warmup_epochs=t.warmup_epochs,
                          inner_fraction=t.inner_fraction, n_models=t.n_models, monitor=t.monitor,
-                         seed=ctx.config.seed)  # type: ignore[arg-type]
+                         compile=t.compile or None, seed=ctx.config.seed)  # type: ignore[arg-type]
     trained = train(roi.sel({PATIENT: list(keys)}), config, progress=ctx.progress)
     save_model(trained, ctx.results / "models" / f"R-{arm}")
     return {"n_train": len(keys), "best_epoch": int(trained.best_epoch)}
