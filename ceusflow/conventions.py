@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Final
 
+import numpy as np
+
 PATIENT: Final = "patient"
 PHASE: Final = "phase"
 TIME: Final = "time"
@@ -51,3 +53,13 @@ CLINICAL_COLUMNS: Final = (
     "wbc", "plt", "tumor_size_cm", "perivascular", "periphery", "albi_grade",
 )
 ROI_COLUMNS: Final = ("patient_id", "t_s", "x0", "y0", "x1", "y1")
+
+
+def as_text(values: object) -> np.ndarray:
+    """Labels as a fixed-width ``str`` array, whatever their storage.
+
+    Zarr v3 string arrays come back as NumPy's variable-width ``StringDType``, which NumPy 2.4
+    refuses to cast with a bare ``astype(str)``; going through ``object`` works for it, for fixed
+    width ``U`` arrays and for object arrays alike.
+    """
+    return np.asarray(values, dtype=object).astype(str)

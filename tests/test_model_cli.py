@@ -39,8 +39,12 @@ def _roi(split: bool = True) -> xr.Dataset:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
+    # Labels as the preprocessing's store returns them: NumPy's variable-width StringDType (a bare
+    # astype(str) of those fails on NumPy 2.4).
     path = tmp_path_factory.mktemp("roi") / "roi.zarr"
-    _roi().to_zarr(path)
+    roi = _roi()
+    text = np.dtypes.StringDType()
+    roi.assign(treatment=roi.treatment.astype(text), split=roi.split.astype(text)).to_zarr(path)
     return path
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ceusflow.conventions import PATIENT, TREATMENT, TREATMENTS
+from ceusflow.conventions import PATIENT, TREATMENT, TREATMENTS, as_text
 from ceusflow.errors import InputError
 from ceusflow.model.batches import check_roi
 from ceusflow.preprocess.cohort import open_rois
@@ -117,7 +117,7 @@ def training_cohort(roi: xr.Dataset, treatment: str, *,
     if TREATMENT not in roi:
         raise InputError("roi", "has no 'treatment' variable", "re-run the preprocessing")
     keys = np.asarray([str(p) for p in roi[PATIENT].values])
-    in_arm = np.asarray(roi[TREATMENT].values).astype(str) == treatment
+    in_arm = as_text(roi[TREATMENT].values) == treatment
     if train_patients is not None:
         wanted = {str(k) for k in train_patients}
         unknown = sorted(wanted - set(keys))
@@ -126,7 +126,7 @@ def training_cohort(roi: xr.Dataset, treatment: str, *,
                              f"(e.g. {unknown[0]})", "use the store's pseudonymous keys")
         chosen, source = np.isin(keys, sorted(wanted)), "the given patient list"
     elif SPLIT in roi:
-        labels = np.char.lower(np.asarray(roi[SPLIT].values).astype(str))
+        labels = np.char.lower(as_text(roi[SPLIT].values))
         chosen, source = np.isin(labels, TRAIN_LABELS), "the store's 'split' variable"
     else:
         raise InputError("roi", "has no 'split' variable and no training list was given",
