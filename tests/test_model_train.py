@@ -138,6 +138,17 @@ def test_store_reader_reads_what_xarray_reads(roi, tmp_path):
     assert (~mask).any()  # some frames are invalid: they must come back as zeros
     np.testing.assert_array_equal(batch.numpy(), cached.batch(idx)[0].numpy())  # one buffer = items
     np.testing.assert_array_equal(levels.batch(idx)[0].numpy(), cached.batch(idx)[0].numpy())
+    # augmented: 8-bit levels are gathered before decoding, floats after; the batches must agree
+    aug = Augment(shift_px=2, gain_sd=0.2, time_jitter_frames=2)
+    augmented = [CineBatches(d, cache=c, augment=aug, seed=3) for d, c in ((sub, True), (sub, False), (plain, True))]
+    for ds in augmented:
+        ds.set_epoch(2)
+    ref_x, ref_mask = augmented[2].batch(idx)[:2]
+    assert (~ref_mask).sum() > (~mask).sum()  # the time jitter made frames invalid
+    for ds in augmented[:2]:
+        x_aug, mask_aug = ds.batch(idx)[:2]
+        np.testing.assert_array_equal(x_aug.numpy(), ref_x.numpy())
+        np.testing.assert_array_equal(mask_aug.numpy(), ref_mask.numpy())
     (tmp_path / "roi.zarr" / "intensity" / "c" / "1").rename(tmp_path / "gone")  # an absent chunk ...
     assert direct._reader._chunk(1) is None
     np.testing.assert_array_equal(direct[1][0].numpy(), 0.0)  # ... is zarr's fill value, as xarray reads it
