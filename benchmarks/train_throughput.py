@@ -14,6 +14,7 @@ Input: 3 phases x 150 frames (2 fps, padded; AP 90, PP 150, VP 120 valid) x 64 x
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -25,6 +26,7 @@ import torch
 import xarray as xr
 
 from ceusflow.model import CineBatches, CoxCNN, TrainConfig, profile
+from ceusflow.model._memory import reuse_freed_memory
 from ceusflow.model._synthetic import synthetic_roi
 from ceusflow.model.train import _train_epoch
 from ceusflow.preprocess.cohort import ENCODING, open_rois
@@ -73,6 +75,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-paper", action="store_true")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave glibc's allocator alone (train() keeps freed memory for reuse)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     roi = _cohort(args.patients)
@@ -90,8 +94,12 @@ def main() -> None:
         print(f"{'profile':>8} {'memory':>16} {'store':>16} {'store/mem':>10} "
               f"{'both models, 419 pts':>22}")
         runs = [("cpu", args.patients)] + ([] if args.skip_paper else [("paper", args.paper_patients)])
-        for name, n in runs:
-            mem, sto, ratio = _compare(name, memory, store, n, min(args.batch, n), args.repeats)
+        allocator = contextlib.nullcontext(False) if args.default_allocator else reuse_freed_memory()
+        with allocator as tuned:
+            print(f"allocator: {'freed memory kept for reuse, as in train()' if tuned else 'glibc default'}")
+            results = [(name, _compare(name, memory, store, n, min(args.batch, n), args.repeats))
+                       for name, n in runs]
+        for name, (mem, sto, ratio) in results:
             wall = args.epochs * (419 * 2 / 3) / mem[0]
             print(f"{name:>8} {mem[0]:>7.2f} [{mem[1]:>6.2f}] {sto[0]:>7.2f} [{sto[1]:>6.2f}] "
                   f"{ratio:>10.2f} {wall / 60:>17.1f} min ({args.epochs} epochs)")

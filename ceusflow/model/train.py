@@ -26,6 +26,7 @@ from torch import Tensor
 from ceusflow.conventions import EVENT, PATIENT
 from ceusflow.errors import InputError
 from ceusflow.model import _progress
+from ceusflow.model._memory import reuse_freed_memory
 from ceusflow.model._metrics import inner_cindex
 from ceusflow.model.batches import (
     Augment,
@@ -246,7 +247,7 @@ def _train_one(roi: xr.Dataset, config: TrainConfig, device: torch.device, cache
     fit = CineBatches(roi.isel({PATIENT: fit_idx}), augment=config.augment, seed=config.seed,
                       cache=cached)
     val = CineBatches(roi.isel({PATIENT: val_idx}), cache=cached)
-    with _deterministic(device), _progress.reporter(progress, message) as report:
+    with _deterministic(device), reuse_freed_memory(), _progress.reporter(progress, message) as report:
         model, history, best = _fit(fit, val, config, device, report)
     return model.cpu().eval(), history, best, tuple(str(p) for p in roi[PATIENT].values[val_idx])
 
@@ -339,15 +340,17 @@ def _history(rows: list[dict[str, float]]) -> xr.Dataset:
 
 def _batches(ds: CineBatches, order: Tensor, size: int, device: torch.device,
              depth: int = 2) -> Iterator[tuple[Tensor, ...]]:
-    """Yield batches in ``order``, prepared ``depth`` batches ahead in a thread.
+    """Yield batches in ``order``; on a GPU, prepared ``depth`` batches ahead in a thread.
 
-    Reading (Zarr decompression releases the GIL), and on a GPU the gather, copy and augmentation
-    of the next batches, thus overlap the forward/backward pass. A cached dataset on the CPU is
-    prepared in line: both cores are busy with the model there. Items depend only on (seed,
-    epoch, index), so prefetching does not change any result.
+    On a GPU, reading (Zarr decompression releases the GIL), the gather, the copy and the
+    augmentation of the next batches overlap the forward/backward pass. On a CPU every batch is
+    prepared in line: both cores are busy with the model, and the same work in a second thread
+    ran 1.5-6x slower (its large tensors come from another malloc arena and another OpenMP team):
+    store/memory 0.65 with the thread, 0.85-1.04 in line (``docs/model.md``, session 7). Items
+    depend only on (seed, epoch, index), so where a batch is prepared does not change any result.
     """
     chunks = list(order.split(size))
-    if (ds.cached and device.type == "cpu") or not chunks:
+    if device.type == "cpu" or not chunks:
         yield from (ds.batch(idx, device) for idx in chunks)
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
