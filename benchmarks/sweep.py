@@ -5,9 +5,9 @@ predicted patient (``kind, variant, arm, seed, fold, patient, risk, duration, ev
 inner_c, train_c, seconds``):
 
 * ``kind = cv``: K-fold cross-validation **inside the arm's training patients** (folds stratified by
-  event, seed 0): train on K-1 folds (with their own inner early-stopping split), predict the
-  held-out fold. This is the criterion a variant may be chosen by: it never sees a validation
-  patient.
+  event, fold seed 0; ``--cv-seeds`` training seeds per fold): train on K-1 folds (with their own
+  inner early-stopping split), predict the held-out fold. This is the criterion a variant may be
+  chosen by: it never sees a validation patient.
 * ``kind = val``: train on all the arm's training patients with seeds 0..S-1 and predict the
   validation patients, to report what the chosen variant (and, for contrast, the others) does.
 
@@ -109,9 +109,10 @@ def run_task(task: dict[str, Any], roi_store: str, split_csv: str, device: str, 
         "seconds": seconds})
 
 
-def tasks(variants: list[str], arms: list[str], folds: int, seeds: int, cv_variants: list[str]) -> list[dict[str, Any]]:
-    out = [{"kind": "cv", "variant": v, "arm": a, "seed": 0, "fold": f, "folds": folds}
-           for f in range(folds) for v in cv_variants for a in arms] if folds > 1 else []
+def tasks(variants: list[str], arms: list[str], folds: int, seeds: int, cv_variants: list[str],
+          cv_seeds: int = 1) -> list[dict[str, Any]]:
+    out = [{"kind": "cv", "variant": v, "arm": a, "seed": s, "fold": f, "folds": folds}
+           for s in range(cv_seeds) for f in range(folds) for v in cv_variants for a in arms] if folds > 1 else []
     out += [{"kind": "val", "variant": v, "arm": a, "seed": s, "fold": -1, "folds": folds}
             for s in range(seeds) for v in variants for a in arms]
     return out
@@ -131,14 +132,16 @@ def summary(path: str) -> pd.DataFrame:
     out = per.groupby(["kind", "arm", "variant"]).agg(
         n=("c", "size"), c=("c", "mean"), c_sd=("c", "std"), train_c=("train_c", "mean"),
         inner_c=("inner_c", "mean"), best_epoch=("best_epoch", "mean"), seconds=("seconds", "mean"))
-    val = rows[rows["kind"] == "val"]
-    if len(val):  # mean-rank ensemble over the seeds of each variant
-        def ens(g: pd.DataFrame) -> float:
-            r = g.assign(rank=g.groupby("seed")["risk"].rank()).groupby("patient").agg(
-                rank=("rank", "mean"), duration=("duration", "first"), event=("event", "first"))
-            return inner_cindex(r["duration"].to_numpy(float), r["event"].to_numpy(bool), r["rank"].to_numpy())
-        e = val.groupby(["arm", "variant"]).apply(ens, include_groups=False)
-        out["seed_ensemble_c"] = [e.get((a, v), np.nan) if k == "val" else np.nan for k, a, v in out.index]
+    def ens(g: pd.DataFrame) -> float:  # the seeds' mean log-hazard, as CoxEnsemble predicts
+        r = g.groupby("patient").agg(risk=("risk", "mean"), duration=("duration", "first"), event=("event", "first"))
+        return inner_cindex(r["duration"].to_numpy(float), r["event"].to_numpy(bool), r["risk"].to_numpy())
+
+    # seed ensembles: over the validation patients, and per CV fold (then the mean over folds)
+    e = rows.groupby(["kind", "arm", "variant", "fold"]).apply(ens, include_groups=False)
+    e = e.groupby(["kind", "arm", "variant"]).mean()
+    n_seeds = rows.groupby(["kind", "arm", "variant"])["seed"].nunique()
+    out["seeds"] = n_seeds.reindex(out.index).to_numpy()
+    out["seed_ensemble_c"] = e.reindex(out.index).to_numpy()
     return out.round(3)
 
 
@@ -153,6 +156,7 @@ def main() -> None:
     parser.add_argument("--arms", default="RFA,SR")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--cv-seeds", type=int, default=1, help="seeds per CV fold (their mean = an ensemble)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--deadline-s", type=float, default=float("inf"))
@@ -164,7 +168,7 @@ def main() -> None:
     variants = args.variants.split(",")
     cv_variants = (args.cv_variants.split(",") if args.cv_variants
                    else [v for v in variants if "n_models" not in VARIANTS[v]])
-    todo = tasks(variants, args.arms.split(","), args.folds, args.seeds, cv_variants)
+    todo = tasks(variants, args.arms.split(","), args.folds, args.seeds, cv_variants, args.cv_seeds)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     start, done, rows = time.perf_counter(), 0, []
     print(f"{len(todo)} tasks, {args.jobs} at a time, {threads} threads each", flush=True)
