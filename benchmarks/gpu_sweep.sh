@@ -18,8 +18,9 @@ LOG=$OUT/log.txt
 left() { echo $((T0 + BUDGET_S - $(date +%s))); }
 say() { echo "[$(($(date +%s) - T0)) s] $*" | tee -a "$LOG"; }
 export PYTHONUNBUFFERED=1
-SITE=$REPO/.gpu/site; W=$REPO/.gpu/study   # inside the repository (ignored): kept while the machine stays warm
-if [ -n "${WHEELS:-}" ] && [ ! -d "$SITE" ]; then
+SECRET=$(realpath "$SECRET"); SPLIT=$(realpath "$SPLIT")   # the script changes directory below
+SITE=$REPO/.gpu/site; W=$REPO/.gpu/study   # inside the repository (ignored)
+if [ -n "${WHEELS:-}" ] && ! PYTHONPATH=$SITE python3 -c "import zarr, dask, pydicom" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
     >>"$LOG" 2>&1 || { say "wheel install failed"; exit 1; }
 fi
