@@ -45,6 +45,16 @@ def test_overrides_and_unknown_keys(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_train_section_maps_to_the_training_configuration(tmp_path: Path) -> None:
+    from ceusflow.pipeline.run import train_config
+
+    path = tmp_path / "study.toml"
+    path.write_text('[train]\ncompile = "inductor"\nn_models = 3\nepochs = 7\n')
+    config = train_config(load_config(path).train, seed=4)
+    assert (config.compile, config.n_models, config.epochs, config.seed) == ("inductor", 3, 7, 4)
+    assert train_config(load_config(None).train, seed=0).compile is None  # "" in TOML = eager
+
+
 def test_stage_cache_keys(tmp_path: Path) -> None:
     cache = StageCache(tmp_path)
     key = digest({"a": 1}, StudyConfig())

@@ -20,7 +20,7 @@ import xarray as xr
 from ceusflow.conventions import CLINICAL_COLUMNS, PATIENT, TREATMENTS
 from ceusflow.errors import InputError
 from ceusflow.pipeline.cache import StageCache, digest, tree_fingerprint
-from ceusflow.pipeline.config import StudyConfig
+from ceusflow.pipeline.config import StudyConfig, TrainSection
 from ceusflow.preprocess.cohort import open_rois
 
 Log = Callable[[str], None]
@@ -145,17 +145,27 @@ def _split(ctx: _Context) -> dict[str, Any]:
     return {"draws": draws}
 
 
+def train_config(section: TrainSection, seed: int) -> Any:
+    """Return the :class:`~ceusflow.model.TrainConfig` of a study's ``[train]`` section.
+
+    TOML has no null: ``compile = ""`` means eager training.
+    """
+    from ceusflow.model import TrainConfig
+
+    t = section
+    return TrainConfig(profile=t.profile, device=t.device, epochs=t.epochs, warmup_epochs=t.warmup_epochs,  # type: ignore[arg-type]
+                       inner_fraction=t.inner_fraction, n_models=t.n_models, monitor=t.monitor,  # type: ignore[arg-type]
+                       compile=t.compile or None, seed=seed)
+
+
 def _train(ctx: _Context, arm: str) -> dict[str, Any]:
-    from ceusflow.model import TrainConfig, save_model, train
+    from ceusflow.model import save_model, train
 
     roi = open_rois(ctx.roi_store)
     split = pd.read_csv(ctx.results / "split.csv", index_col=PATIENT)["split"]
     table = patient_table(roi)
     keys = table.index[(table["treatment"] == arm) & (split.reindex(table.index) == "train")]
-    t = ctx.config.train
-    config = TrainConfig(profile=t.profile, device=t.device, epochs=t.epochs, warmup_epochs=t.warmup_epochs,
-                         inner_fraction=t.inner_fraction, n_models=t.n_models, monitor=t.monitor,
-                         compile=t.compile or None, seed=ctx.config.seed)  # type: ignore[arg-type]
+    config = train_config(ctx.config.train, ctx.config.seed)
     trained = train(roi.sel({PATIENT: list(keys)}), config, progress=ctx.progress)
     save_model(trained, ctx.results / "models" / f"R-{arm}")
     return {"n_train": len(keys), "best_epoch": int(trained.best_epoch)}
