@@ -7,7 +7,9 @@ returns them on ``free``, so each step pays a page fault per 4 KiB page it touch
 allocator, 67 with mmap disabled and trimming raised (``docs/model.md``, session 7). PyTorch's
 performance guide recommends jemalloc or tcmalloc for the same reason; ``mallopt`` gets the effect
 without preloading a library. Settings are restored, and the freed memory returned to the system,
-when the context exits. Elsewhere (macOS, Windows, musl) this is a no-op.
+when the context exits. Elsewhere (macOS, Windows, musl) this is a no-op. The settings are
+process-wide: a second training running in another thread of the same process is merely slower
+once the first one has restored them.
 """
 
 from __future__ import annotations
