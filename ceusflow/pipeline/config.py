@@ -42,7 +42,8 @@ device = "auto"              # auto | cpu | cuda
 epochs = 60                  # maximum; early stopping on an inner split of the training cohort
 warmup_epochs = 5            # epochs trained before early stopping starts watching
 inner_fraction = 0.2
-n_models = 1                 # bagged ensemble: members on different inner splits, mean log-hazard
+n_models = 3                 # ensemble: members on different seeds and inner splits, mean log-hazard
+                             # (+0.02 RFA, +0.04 SR C in CV inside the training patients; 3x the time)
 monitor = "inner_cindex"     # early stopping on the inner Harrell's C | "inner_loss" (partial likelihood)
 compile = ""                 # torch.compile backend: "" = eager, "inductor" (+33-45 % on a GPU, ~20 s to compile)
 
@@ -85,7 +86,7 @@ class TrainSection:
     epochs: int = 60
     warmup_epochs: int = 5
     inner_fraction: float = 0.2
-    n_models: int = 1
+    n_models: int = 3
     monitor: str = "inner_cindex"
     compile: str = ""
 
