@@ -116,7 +116,7 @@ def training_cohort(roi: xr.Dataset, treatment: str, *,
         raise InputError("--treatment", f"{treatment!r} is not supported", f"use one of {TREATMENTS}")
     if TREATMENT not in roi:
         raise InputError("roi", "has no 'treatment' variable", "re-run the preprocessing")
-    keys = np.asarray([str(p) for p in roi[PATIENT].values])
+    keys = as_text(roi[PATIENT].values)
     in_arm = as_text(roi[TREATMENT].values) == treatment
     if train_patients is not None:
         wanted = {str(k) for k in train_patients}

@@ -88,9 +88,10 @@ class TrainConfig:
     cache : bool, optional
         Load the cohort into memory (True), read lazily (False) or decide by size (None).
     compile : str, optional
-        ``torch.compile`` backend for training and inner validation (``"inductor"`` fuses the
-        element-wise work: +45 % patients/s for the paper profile on an H200, after ~20 s of
-        compilation per input shape and mode, see ``docs/model.md``); None = eager. Compiled and
+        ``torch.compile`` backend for training and inner validation; None = eager. ``"inductor"``
+        fuses the element-wise work: +45 % patients/s for the paper profile on an H200, after
+        ~44 s of compilation (one per input shape and mode), which a 157-patient arm trained
+        eagerly in 13 s does not win back (``docs/model.md``, session 7). Compiled and
         eager training agree to floating-point rounding, not bit for bit (``"eager"`` runs the
         graph capture alone and gives identical weights: tested).
     n_models : int
@@ -129,7 +130,6 @@ class TrainConfig:
             raise InputError("TrainConfig", "needs epochs >= 1, batch_size >= 2, "
                              "0 < inner_fraction < 1, n_models >= 1, warmup_epochs >= 0",
                              "fix the configuration")
-
         if self.compile is not None and self.compile not in torch.compiler.list_backends(exclude_tags=()):
             raise InputError("compile", f"{self.compile!r} is not a torch.compile backend",
                              "use 'inductor' (or None for eager training)")
