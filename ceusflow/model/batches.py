@@ -32,6 +32,7 @@ from ceusflow.conventions import (
     TIME,
     X,
     Y,
+    as_text,
 )
 from ceusflow.errors import InputError
 
@@ -288,14 +289,14 @@ class _ZarrReader:
             group = zarr.open_group(source, mode="r")
             array = group[INTENSITY]
             dims = tuple(array.metadata.dimension_names or ())
-            stored = {d: _labels(group[d][...]) for d in (PATIENT, PHASE)}
+            stored = {d: as_text(group[d][...]).tolist() for d in (PATIENT, PHASE)}
             other = {d: group[d].shape[0] for d in (TIME, Y, X)}
         except Exception:  # not a ceusflow ROI store: the xarray path reads it
             return None
         if dims != (PATIENT, PHASE, TIME, Y, X) or any(roi.sizes[d] != n for d, n in other.items()):
             return None
-        rows = _positions(stored[PATIENT], _labels(roi[PATIENT].values))
-        phases = _positions(stored[PHASE], _labels(roi[PHASE].values))
+        rows = _positions(stored[PATIENT], as_text(roi[PATIENT].values).tolist())
+        phases = _positions(stored[PHASE], as_text(roi[PHASE].values).tolist())
         if rows is None or phases is None:
             return None
         scale = array.attrs.get("scale_factor")
@@ -359,11 +360,6 @@ def _chunk_reader(array: Any) -> Callable[[int], np.ndarray | None] | None:
         return np.frombuffer(codec.decode(data), dtype=dtype).reshape(shape)[0]
 
     return read
-
-
-def _labels(values: object) -> list[str]:
-    """Coordinate labels as Python strings (object, fixed-width or NumPy's StringDType arrays)."""
-    return [str(v) for v in np.asarray(values).ravel()]
 
 
 def _positions(stored: list[str], wanted: list[str]) -> np.ndarray | None:

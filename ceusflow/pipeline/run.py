@@ -8,6 +8,7 @@ takes seconds and a changed setting reruns only what depends on it. Stores go to
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -152,10 +153,8 @@ def train_config(section: TrainSection, seed: int) -> Any:
     """
     from ceusflow.model import TrainConfig
 
-    t = section
-    return TrainConfig(profile=t.profile, device=t.device, epochs=t.epochs, warmup_epochs=t.warmup_epochs,  # type: ignore[arg-type]
-                       inner_fraction=t.inner_fraction, n_models=t.n_models, monitor=t.monitor,  # type: ignore[arg-type]
-                       compile=t.compile or None, seed=seed)
+    fields = dataclasses.asdict(section)
+    return TrainConfig(**{**fields, "compile": fields["compile"] or None}, seed=seed)
 
 
 def _train(ctx: _Context, arm: str) -> dict[str, Any]:
