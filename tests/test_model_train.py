@@ -149,6 +149,13 @@ def test_store_reader_reads_what_xarray_reads(roi, tmp_path):
         x_aug, mask_aug = ds.batch(idx)[:2]
         np.testing.assert_array_equal(x_aug.numpy(), ref_x.numpy())
         np.testing.assert_array_equal(mask_aug.numpy(), ref_mask.numpy())
+    # an axis reversed (or reordered) keeps its size but not its order: whole chunks must not be read
+    for axis in ("x", "y", "time"):
+        flipped = sub.isel({axis: slice(None, None, -1)})
+        dim = {"x": -1, "y": -2, "time": -3}[axis]
+        for cache in (False, True):
+            np.testing.assert_array_equal(CineBatches(flipped, cache=cache)[0][0].numpy(),
+                                          cached[0][0].flip(dim).numpy())
     (tmp_path / "roi.zarr" / "intensity" / "c" / "1").rename(tmp_path / "gone")  # an absent chunk ...
     assert direct._reader._chunk(1) is None
     np.testing.assert_array_equal(direct[1][0].numpy(), 0.0)  # ... is zarr's fill value, as xarray reads it

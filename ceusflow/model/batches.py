@@ -290,10 +290,13 @@ class _ZarrReader:
             array = group[INTENSITY]
             dims = tuple(array.metadata.dimension_names or ())
             stored = {d: as_text(group[d][...]).tolist() for d in (PATIENT, PHASE)}
-            other = {d: group[d].shape[0] for d in (TIME, Y, X)}
+            other = {d: group[d][...] for d in (TIME, Y, X)}
         except Exception:  # not a ceusflow ROI store: the xarray path reads it
             return None
-        if dims != (PATIENT, PHASE, TIME, Y, X) or any(roi.sizes[d] != n for d, n in other.items()):
+        # whole chunks are read: time, y and x must be the stored ones in the stored order
+        # (a reversed or reordered axis has the same size but other values here)
+        if dims != (PATIENT, PHASE, TIME, Y, X) or not all(
+                d in roi.coords and np.array_equal(roi[d].values, v) for d, v in other.items()):
             return None
         rows = _positions(stored[PATIENT], as_text(roi[PATIENT].values).tolist())
         phases = _positions(stored[PHASE], as_text(roi[PHASE].values).tolist())
