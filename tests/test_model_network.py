@@ -156,8 +156,9 @@ def test_features_are_standardised_across_patients_before_the_head():
     torch.testing.assert_close(seen[0], want, atol=1e-4, rtol=1e-4)  # dropout 0: what the head reads
 
 
-def test_evaluation_uses_running_statistics_so_a_patient_scores_alone():
-    model = CoxCNN(TINY).train()
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_evaluation_uses_running_statistics_so_a_patient_scores_alone(norm):
+    model = CoxCNN(dataclasses.replace(TINY, norm=norm)).train()
     x, mask = _inputs(b=6)
     for _ in range(3):
         model(x, mask)

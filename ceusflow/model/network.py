@@ -44,7 +44,10 @@ class NetworkConfig:
     dropout : float
         Dropout before the Cox head.
     norm : {"group", "batch", "none"}
-        Normalisation after each convolution (group norm: batch-size independent).
+        Normalisation after each convolution. Group norm standardises each patient's own
+        channels (batch-size independent), which also removes between-patient differences of
+        contrast amplitude; batch norm standardises across the patients of a batch in training
+        and by running statistics in evaluation (a patient scores the same alone or in a batch).
     space_pool : int
         Average-pooling factor of the ROI grid at the input (2: 64x64 -> 32x32).
     time_pool : int
