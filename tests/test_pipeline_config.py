@@ -65,6 +65,17 @@ def test_stage_cache_keys(tmp_path: Path) -> None:
     assert not cache.done("convert", digest({"a": 1}, changed))
 
 
+def test_a_changed_profile_changes_the_training_key(monkeypatch) -> None:
+    from ceusflow.model import network
+    from ceusflow.pipeline.run import model_defaults
+
+    before = digest(model_defaults())
+    assert digest(model_defaults()) == before  # stable
+    original = network.profile
+    monkeypatch.setattr(network, "profile", lambda name: dataclasses.replace(original(name), dropout=0.3))
+    assert digest(model_defaults()) != before
+
+
 def test_tree_fingerprint_changes_with_content(tmp_path: Path) -> None:
     (tmp_path / "a").write_text("x")
     before = tree_fingerprint(tmp_path)
