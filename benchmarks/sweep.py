@@ -1,8 +1,9 @@
 """Training variants of the Cox-CNN, compared by cross-validation inside the training patients.
 
 For each treatment arm, variant and task, train ``ceusflow.train`` and write one CSV row per
-predicted patient (``kind, variant, arm, seed, fold, patient, risk, duration, event, best_epoch,
-inner_c, train_c, seconds``):
+predicted patient (``kind, variant, arm, seed, fold, patient, risk, risk_flip, duration, event,
+best_epoch, inner_c, train_c, seconds``; ``risk_flip`` = the same model on the laterally mirrored
+ROI, for test-time augmentation):
 
 * ``kind = cv``: K-fold cross-validation **inside the arm's training patients** (folds stratified by
   event, fold seed 0; ``--cv-seeds`` training seeds per fold): train on K-1 folds (with their own
@@ -41,6 +42,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cpu-aug": {"augment": {"shift_px": 4, "gain_sd": 0.2, "time_jitter_frames": 2}},
     "cpu-bs16": {"batch_size": 16},
     "cpu-ens4": {"n_models": 4},
+    "cpu-bn": {"network.norm": "batch"},
     "paper": {"profile": "paper"},
 }
 
@@ -97,22 +99,27 @@ def run_task(task: dict[str, Any], roi_store: str, split_csv: str, device: str, 
                     progress=False)
     seconds = time.perf_counter() - t0
     risk = predict_risk(trained.model, roi.sel({PATIENT: list(test.index)}), device=device).values
+    # test-time augmentation: the same patients mirrored laterally (the training flip)
+    risk_flip = predict_risk(trained.model, roi.sel({PATIENT: list(test.index)}).isel(x=slice(None, None, -1)),
+                             device=device).values
     fit_risk = predict_risk(trained.model, roi.sel({PATIENT: list(fit.index)}), device=device).values
     hist = trained.history
     inner = float(hist.inner_cindex.sel(epoch=trained.best_epoch).mean()) if "member" not in hist.dims else float(
         hist.inner_cindex.max("epoch").mean())
     return pd.DataFrame({
         **{k: task[k] for k in ("kind", "variant", "arm", "seed", "fold")},
-        "patient": test.index, "risk": risk, "duration": test["duration"].values, "event": test["event"].values,
+        "patient": test.index, "risk": risk, "risk_flip": risk_flip,
+        "duration": test["duration"].values, "event": test["event"].values,
         "best_epoch": trained.best_epoch, "inner_c": inner,
         "train_c": inner_cindex(fit["duration"].to_numpy(float), fit["event"].to_numpy(bool), fit_risk),
         "seconds": seconds})
 
 
 def tasks(variants: list[str], arms: list[str], folds: int, seeds: int, cv_variants: list[str],
-          cv_seeds: int = 1) -> list[dict[str, Any]]:
+          cv_seeds: int = 1, cv_seed_start: int = 0) -> list[dict[str, Any]]:
     out = [{"kind": "cv", "variant": v, "arm": a, "seed": s, "fold": f, "folds": folds}
-           for s in range(cv_seeds) for f in range(folds) for v in cv_variants for a in arms] if folds > 1 else []
+           for s in range(cv_seed_start, cv_seed_start + cv_seeds) for f in range(folds)
+           for v in cv_variants for a in arms] if folds > 1 else []
     out += [{"kind": "val", "variant": v, "arm": a, "seed": s, "fold": -1, "folds": folds}
             for s in range(seeds) for v in variants for a in arms]
     return out
@@ -157,6 +164,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--cv-seeds", type=int, default=1, help="seeds per CV fold (their mean = an ensemble)")
+    parser.add_argument("--cv-seed-start", type=int, default=0, help="first training seed of the CV folds")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--deadline-s", type=float, default=float("inf"))
@@ -168,7 +176,8 @@ def main() -> None:
     variants = args.variants.split(",")
     cv_variants = (args.cv_variants.split(",") if args.cv_variants
                    else [v for v in variants if "n_models" not in VARIANTS[v]])
-    todo = tasks(variants, args.arms.split(","), args.folds, args.seeds, cv_variants, args.cv_seeds)
+    todo = tasks(variants, args.arms.split(","), args.folds, args.seeds, cv_variants, args.cv_seeds,
+                 args.cv_seed_start)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     start, done, rows = time.perf_counter(), 0, []
     print(f"{len(todo)} tasks, {args.jobs} at a time, {threads} threads each", flush=True)
