@@ -67,13 +67,13 @@ def test_stage_cache_keys(tmp_path: Path) -> None:
 
 def test_a_changed_profile_changes_the_training_key(monkeypatch) -> None:
     from ceusflow.model import network
-    from ceusflow.pipeline.run import model_defaults
+    from ceusflow.pipeline.run import profile_architectures
 
-    before = digest(model_defaults())
-    assert digest(model_defaults()) == before  # stable
+    before = digest(profile_architectures())
+    assert digest(profile_architectures()) == before  # stable
     original = network.profile
     monkeypatch.setattr(network, "profile", lambda name: dataclasses.replace(original(name), dropout=0.3))
-    assert digest(model_defaults()) != before
+    assert digest(profile_architectures()) != before
 
 
 def test_tree_fingerprint_changes_with_content(tmp_path: Path) -> None:

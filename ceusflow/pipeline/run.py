@@ -157,7 +157,7 @@ def train_config(section: TrainSection, seed: int) -> Any:
     return TrainConfig(**{**fields, "compile": fields["compile"] or None}, seed=seed)
 
 
-def model_defaults() -> dict[str, Any]:
+def profile_architectures() -> dict[str, Any]:
     """The architectures the ``[train]`` profiles stand for, as part of the training stages' keys.
 
     A ceusflow whose ``cpu`` or ``paper`` profile changed must retrain rather than reuse the
@@ -249,9 +249,9 @@ def run_study(cohort: str | Path, results: str | Path, config: StudyConfig | Non
         ("convert", lambda: digest(tree_fingerprint(cohort), config.convert), lambda: _convert(ctx)),
         ("preprocess", lambda: digest(k["convert"], config.preprocess), lambda: _preprocess(ctx)),
         ("split", lambda: digest(k["preprocess"], config.split, config.seed), lambda: _split(ctx)),
-        ("train R-RFA", lambda: digest(k["split"], config.train, config.seed, "RFA", model_defaults()),
+        ("train R-RFA", lambda: digest(k["split"], config.train, config.seed, "RFA", profile_architectures()),
          lambda: _train(ctx, "RFA")),
-        ("train R-SR", lambda: digest(k["split"], config.train, config.seed, "SR", model_defaults()),
+        ("train R-SR", lambda: digest(k["split"], config.train, config.seed, "SR", profile_architectures()),
          lambda: _train(ctx, "SR")),
         ("signatures", lambda: digest(k["train R-RFA"], k["train R-SR"]), lambda: _signatures(ctx)),
         ("statistics and report", lambda: digest(k["signatures"], config.statistics, config.seed, REPORT_VERSION),
