@@ -160,12 +160,15 @@ def train_config(section: TrainSection, seed: int) -> Any:
 def profile_architectures() -> dict[str, Any]:
     """The architectures the ``[train]`` profiles stand for, as part of the training stages' keys.
 
-    A ceusflow whose ``cpu`` or ``paper`` profile changed must retrain rather than reuse the
-    models of a run made with the old architecture under the same ``[train]`` section.
+    A ceusflow whose profile (every name in ``network.Profile``) changed must retrain rather
+    than reuse the models of a run made with the old architecture under the same ``[train]``
+    section.
     """
+    from typing import get_args
+
     from ceusflow.model import network
 
-    return {name: network.profile(name).to_dict() for name in ("cpu", "paper")}
+    return {name: network.profile(name).to_dict() for name in get_args(network.Profile)}
 
 
 def _train(ctx: _Context, arm: str) -> dict[str, Any]:
