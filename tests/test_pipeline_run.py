@@ -14,7 +14,7 @@ import xarray as xr
 
 from ceusflow.pipeline.analysis import PREDICTION_COLUMNS
 from ceusflow.pipeline.config import StudyConfig
-from ceusflow.pipeline.run import run_study, tic_features
+from ceusflow.pipeline.run import contrast_features, run_study, tic_features
 from ceusflow.simulate import SimulationConfig, write_synthetic_export
 
 # 40 patients and 2 epochs: Cox fits on a dozen training patients may diverge or separate; that is reported
@@ -67,6 +67,20 @@ def test_tic_features_one_column_per_parameter_and_part() -> None:
     assert tic_features(roi, ("auc",)).shape == (2, 0)
 
 
+def test_contrast_features_one_column_per_part_and_bin() -> None:
+    t = np.arange(0.0, 40.0, 0.5)
+    power = np.ones((2, 4, t.size))
+    power[0, 1] = 10.0  # patient Pa: tumour 10 dB above the parenchyma throughout
+    power[1, 0, t >= 30] = 0.1  # patient Pb: core 10 dB below it from 30 s on
+    roi = xr.Dataset({"tic": (("patient", "part", "exam_time"), power)},
+                     coords={"patient": ["Pa", "Pb"], "part": ["core", "tumour", "rim", "parenchyma"], "exam_time": t})
+    feats = contrast_features(roi, bin_s=15.0)
+    assert list(feats.columns) == [f"contrast_{p}_{s}s" for p in ("core", "tumour", "rim") for s in (0, 15, 30)]
+    np.testing.assert_allclose(feats.loc["Pa"].to_numpy(), [0, 0, 0, 10, 10, 10, 0, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(feats.loc["Pb", ["contrast_core_15s", "contrast_core_30s"]], [0, -10], atol=1e-12)
+    assert contrast_features(roi.drop_vars("tic")).shape == (2, 0)
+
+
 def test_handcrafted_baseline_next_to_the_signatures(study) -> None:
     _, summary, _, _ = study
     metrics = json.loads((summary.results / "metrics.json").read_text())
@@ -79,8 +93,16 @@ def test_handcrafted_baseline_next_to_the_signatures(study) -> None:
         assert base["n_train"] == ((pred["treatment"] == arm) & (pred["split"] == "train")).sum()
         assert len(base["features"]) >= 9 and all(re.fullmatch(r"[a-z_0-9]+_(core|tumour|rim|parenchyma)", f)
                                                   for f in base["features"])
+        contrast, combined = metrics[f"contrast_{arm}"], metrics[f"combined_{arm}"]
+        assert all(re.fullmatch(r"contrast_(core|tumour|rim)_\d+s", f) for f in contrast["features"])
+        assert contrast["n_train"] == base["n_train"] and combined["n_val"] == base["n_val"]
+        for cohort in ("train", "val"):
+            c, (lo, hi) = combined[f"c_index_{cohort}"], combined[f"ci_{cohort}"]
+            assert math.isfinite(c) and 0 <= c <= 1 and lo <= c <= hi
     html = (summary.results / "report.html").read_text()
-    assert "handcrafted TIC baseline, RFA val" in html and "handcrafted TIC baseline, SR val" in html
+    for label in ("handcrafted TIC baseline (perfusion parameters)", "handcrafted contrast curves (dB vs parenchyma)",
+                  "CNN signature + contrast curves"):
+        assert f"{label}, RFA val" in html and f"{label}, SR val" in html
     assert re.search(r"<td>swap_candidates</td><td>\d+</td><td>\d+</td>", html)  # counts as integers
     assert 'alt="tdroc_RFA"' in html and 'alt="tdroc_SR"' in html
 

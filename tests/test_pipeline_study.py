@@ -98,3 +98,26 @@ def test_baseline_fits_on_training_only_and_matches_an_independent_fit(patients:
 def test_baseline_without_features_is_a_note_not_a_crash(patients: pd.DataFrame) -> None:
     m = study.baseline_metrics(patients, pd.DataFrame(index=patients.index[:5]), "SR")
     assert "note" in m and m["features"] == [] and "c_index_val" not in m
+
+
+def test_combined_is_the_sum_of_training_standardised_scores(patients: pd.DataFrame) -> None:
+    from sksurv.metrics import concordance_index_censored
+
+    feats = _tic_like(patients, np.random.default_rng(3))
+    m_base, risk = study.comparator(patients, feats, "RFA")
+    assert risk is not None and m_base["c_index_val"] == study.baseline_metrics(patients, feats, "RFA")["c_index_val"]
+    m = study.combined_metrics(patients, risk, "RFA")
+    own = patients[patients["treatment"] == "RFA"]
+    train, val = own[own["split"] == "train"], own[own["split"] == "val"]
+    sig, other = own["signature_rfa"], risk.loc[own.index]
+    z = ((sig - sig.loc[train.index].mean()) / sig.loc[train.index].std()
+         + (other - other.loc[train.index].mean()) / other.loc[train.index].std())
+    for name, rows in (("train", train), ("val", val)):
+        ref = concordance_index_censored(rows["event"].to_numpy(), rows["duration"].to_numpy(), z.loc[rows.index])[0]
+        assert m[f"c_index_{name}"] == pytest.approx(ref, abs=1e-12)
+        assert m[f"ci_{name}"][0] < m[f"c_index_{name}"] < m[f"ci_{name}"][1]
+    c_sig = concordance_index_censored(val["event"].to_numpy(), val["duration"].to_numpy(), sig.loc[val.index])[0]
+    assert m["vs_signature_val"]["difference"] == pytest.approx(m["c_index_val"] - c_sig, abs=1e-12)
+    # a scale change of either score changes nothing (each is standardised); a constant one is a note
+    assert study.combined_metrics(patients, 7.0 * risk - 3.0, "RFA")["c_index_val"] == pytest.approx(m["c_index_val"])
+    assert "note" in study.combined_metrics(patients, risk * 0.0, "RFA")

@@ -17,7 +17,7 @@ from ceusflow.preprocess.crop import crop_frame, crop_resize
 from ceusflow.preprocess.phases import split_phases
 from ceusflow.preprocess.resample import dark_frames, nearest_frames, resample
 from ceusflow.preprocess.roi import BOX, CORNERS, box_from_mask, expand_box, mask_rois, roi_boxes
-from ceusflow.preprocess.tic import lognormal, part_masks, perfusion_parameters, plot_tic
+from ceusflow.preprocess.tic import contrast_curves, lognormal, part_masks, perfusion_parameters, plot_tic
 from ceusflow.preprocess.track import phase_shift
 
 
@@ -211,3 +211,36 @@ def test_plot_tic_returns_a_figure():
                        coords={"part": ["core", "tumour", "rim", "parenchyma"], "exam_time": t})
     fig = plot_tic(tic, phases={"AP": (0, 45), "PP": (45, 60)})
     assert isinstance(fig, Figure) and len(fig.axes[0].lines) >= 4
+
+
+@settings(max_examples=30, deadline=None)
+@given(gain_db=st.floats(-20, 20), scale=st.floats(0.1, 10.0))
+def test_contrast_curves_are_in_db_and_gain_free(gain_db: float, scale: float) -> None:
+    t = np.arange(0.0, 45.0, 0.5)
+    rng = np.random.default_rng(0)
+    power = rng.uniform(0.5, 20.0, (4, t.size))
+    power[:, 7] = np.nan  # an invalid frame
+    tic = xr.DataArray(power, dims=("part", "exam_time"),
+                       coords={"part": ["core", "tumour", "rim", "parenchyma"], "exam_time": t})
+    out = contrast_curves(tic)
+    assert out.dims == ("part", "bin_start") and list(out["part"].values) == ["core", "tumour", "rim"]
+    np.testing.assert_array_equal(out["bin_start"].values, [0.0, 15.0, 30.0])
+    first = (t < 15) & np.isfinite(power[0])
+    ref = 10 * np.log10(power[1, first].mean() / power[3, first].mean())
+    assert out.attrs["units"] == "dB" and out.sel(part="tumour", bin_start=0.0).item() == pytest.approx(ref)
+    # a machine gain multiplies every part's power alike: the contrast does not move
+    gained = contrast_curves(tic * 10 ** (gain_db / 10) * scale)
+    np.testing.assert_allclose(gained.values, out.values, atol=1e-9)
+
+
+def test_contrast_curves_nan_without_frames_and_clear_errors() -> None:
+    t = np.arange(0.0, 30.0, 1.0)
+    power = np.ones((2, t.size))
+    power[1, t >= 15] = np.nan  # the reference has no valid frame in the second bin
+    tic = xr.DataArray(power, dims=("part", "time"), coords={"part": ["tumour", "parenchyma"], "time": t})
+    out = contrast_curves(tic)
+    assert out.sel(part="tumour", bin_start=0.0).item() == 0.0 and np.isnan(out.sel(part="tumour", bin_start=15.0))
+    with pytest.raises(ValueError, match="no part 'liver'"):
+        contrast_curves(tic, reference="liver")
+    with pytest.raises(ValueError, match="must be positive"):
+        contrast_curves(tic, bin_s=0)

@@ -22,6 +22,8 @@ from ceusflow.pipeline.study import (
     StudyResults,
     baseline_metrics,
     calibration_and_dca,
+    combined_metrics,
+    comparator,
     design_matrix,
     nomogram_figures,
     nomogram_predictions,
@@ -32,6 +34,10 @@ from ceusflow.report.write import figure_section, save_figures, table_html, writ
 
 PREDICTION_COLUMNS = ("patient_id", "treatment", "split", "signature_rfa", "signature_sr", "risk_ori", "risk_re",
                       "pfs2y_rfa", "pfs2y_sr", "recommend", "gain_2y", "gain_2y_lo", "gain_2y_hi")
+#: Comparators shown beside the CNN signatures: metrics key prefix -> label in the report.
+COMPARATORS = {"baseline": "handcrafted TIC baseline (perfusion parameters)",
+               "contrast": "handcrafted contrast curves (dB vs parenchyma)",
+               "combined": "CNN signature + contrast curves"}
 CATEGORICAL_CODES = ("cirrhosis", "ecog", "perivascular", "periphery", "albi_grade")
 LIMITATIONS = (
     "Observational data: treatment was chosen by a team, so each nomogram extrapolates to patients who did "
@@ -126,11 +132,16 @@ def predictions_table(patients: pd.DataFrame, table: pd.DataFrame, cross: dict[s
     return out[list(PREDICTION_COLUMNS)].reset_index(drop=True)
 
 
-def analyse(patients: pd.DataFrame, config: StudyConfig, features: pd.DataFrame | None = None) -> StudyResults:
+def analyse(patients: pd.DataFrame, config: StudyConfig, features: pd.DataFrame | None = None,
+            contrast: pd.DataFrame | None = None) -> StudyResults:
     """Every number, table and figure of the paper's results section (pure).
 
-    ``features`` (patient, feature), when given, are the handcrafted time-intensity features of
-    the comparator (``baseline_<arm>`` in the metrics).
+    ``features`` (patient, feature), when given, are the perfusion parameters of the handcrafted
+    comparator (``baseline_<arm>`` in the metrics). ``contrast`` (patient, feature), when given,
+    are the contrast curves of the second comparator (``contrast_<arm>``,
+    :func:`ceusflow.pipeline.run.contrast_features`), also combined with the CNN signature
+    (``combined_<arm>``, :func:`ceusflow.pipeline.study.combined_metrics`). The recommendations
+    use the CNN signatures.
     """
     res = StudyResults()
     baseline = patients.drop(columns=["signature_rfa", "signature_sr", "split", "duration", "event"], errors="ignore")
@@ -144,6 +155,10 @@ def analyse(patients: pd.DataFrame, config: StudyConfig, features: pd.DataFrame 
         res.figures.update(nomogram_figures(patients, arm, config))
         if features is not None:
             res.metrics[f"baseline_{arm}"] = baseline_metrics(patients, features, arm)
+        if contrast is not None:
+            res.metrics[f"contrast_{arm}"], risk = comparator(patients, contrast, arm)
+            if risk is not None:
+                res.metrics[f"combined_{arm}"] = combined_metrics(patients, risk, arm)
     preds, info = nomogram_predictions(patients, config)
     selected = {arm: info[arm]["selected"] for arm in TREATMENTS}
     table, cross_metrics, (cross, benefit) = recommendations(patients, config, preds, selected)
@@ -168,35 +183,38 @@ def _metrics_table(metrics: dict[str, Any]) -> pd.DataFrame:
                 "HR high vs low": c.get("hr", {}).get("estimate", float("nan")),
                 "log-rank p": c.get("logrank_p", float("nan")), "share high risk": c["share_high_risk"],
                 "td-AUC 24 mo": c["td_auc_24m"].get("estimate", float("nan"))}
-        rows.update(_baseline_rows(metrics.get(f"baseline_{arm}"), arm))
+        for key, label in COMPARATORS.items():
+            rows.update(_baseline_rows(metrics.get(f"{key}_{arm}"), f"{label}, {arm}"))
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("model, cohort")
 
 
-def _baseline_rows(m: dict[str, Any] | None, arm: str) -> dict[str, dict[str, float]]:
-    """The handcrafted baseline's C-index rows of the table (other columns empty)."""
+def _baseline_rows(m: dict[str, Any] | None, label: str) -> dict[str, dict[str, float]]:
+    """A comparator's C-index rows of the table (other columns empty)."""
     if not m or "note" in m:
         return {}
-    return {f"handcrafted TIC baseline, {arm} {cohort}": {
+    return {f"{label} {cohort}": {
         "C-index": m[f"c_index_{cohort}"], "C low": m[f"ci_{cohort}"][0], "C high": m[f"ci_{cohort}"][1]}
         for cohort in ("train", "val")}
 
 
 def _baseline_notes(metrics: dict[str, Any]) -> str:
-    """One line per arm: the paired validation comparison, or why the baseline is missing."""
+    """One line per arm and comparator: the paired validation comparison, or why it is missing."""
     lines = []
     for arm in TREATMENTS:
-        m = metrics.get(f"baseline_{arm}")
-        if m is None:
-            continue
-        v = m.get("vs_signature_val", {})
-        if "note" in m:
-            text = f"handcrafted TIC baseline not estimable: {m['note']}"
-        elif "difference" in v:
-            text = (f"validation C-index, R-{arm} signature minus handcrafted TIC baseline: {v['difference']:+.3f} "
-                    f"(95 % CI {v['low']:+.3f} to {v['high']:+.3f}; paired compareC p = {v['p_value']:.3g})")
-        else:
-            text = f"paired comparison with the handcrafted TIC baseline not estimable: {v.get('note', '')}"
-        lines.append(f"<p>{arm}: {html.escape(text)}</p>")
+        for key, label in COMPARATORS.items():
+            m = metrics.get(f"{key}_{arm}")
+            if m is None:
+                continue
+            v = m.get("vs_signature_val", {})
+            first, second = (label, f"R-{arm} signature") if key == "combined" else (f"R-{arm} signature", label)
+            if "note" in m:
+                text = f"{label} not estimable: {m['note']}"
+            elif "difference" in v:
+                text = (f"validation C-index, {first} minus {second}: {v['difference']:+.3f} "
+                        f"(95 % CI {v['low']:+.3f} to {v['high']:+.3f}; paired compareC p = {v['p_value']:.3g})")
+            else:
+                text = f"paired comparison of the {label} with the signature not estimable: {v.get('note', '')}"
+            lines.append(f"<p>{arm}: {html.escape(text)}</p>")
     return "".join(lines)
 
 
@@ -250,6 +268,11 @@ def limitations(metrics: dict[str, Any], maps: FeatureMaps | None = None) -> lis
                    "time-intensity parameters of the automatically tracked ROI parts; missing parameters were "
                    f"imputed with the training medians ({imputed}). It is one classical comparator, not the best "
                    "possible one.")
+    if any(f"contrast_{arm}" in metrics for arm in TREATMENTS):
+        out.append("The contrast-curve comparator is the same ridge Cox model on each ROI part's mean power relative "
+                   "to the parenchyma ring 10-20 mm outside the tumour, in dB, in 15-s bins; that ring lies outside "
+                   "the ROI the CNN sees. 'CNN signature + contrast curves' adds the two log-hazards, each "
+                   "standardised on the training patients; the recommendations use the CNN signatures alone.")
     if maps and maps.figures:
         out.append("Feature maps are shown for the highest- and lowest-risk validation patient of each treatment "
                    "only; Grad-CAM of the last convolution stage is coarse (a few cells per ROI, interpolated) and "
@@ -258,13 +281,15 @@ def limitations(metrics: dict[str, Any], maps: FeatureMaps | None = None) -> lis
 
 
 def analyse_and_report(patients: pd.DataFrame, config: StudyConfig, results: Path, *,
-                       features: pd.DataFrame | None = None, featuremaps: FeatureMaps | None = None) -> Path:
+                       features: pd.DataFrame | None = None, contrast: pd.DataFrame | None = None,
+                       featuremaps: FeatureMaps | None = None) -> Path:
     """Run :func:`analyse` and write ``predictions.csv``, ``metrics.json``, ``figures/``, ``report.html``.
 
-    ``features``: handcrafted features of the baseline (see :func:`analyse`); ``featuremaps``:
-    figures of :func:`ceusflow.report.featuremaps.feature_maps`, saved and shown in the report.
+    ``features``, ``contrast``: handcrafted features of the comparators (see :func:`analyse`);
+    ``featuremaps``: figures of :func:`ceusflow.report.featuremaps.feature_maps`, saved and shown
+    in the report.
     """
-    res = analyse(patients, config, features)
+    res = analyse(patients, config, features, contrast)
     if featuremaps is not None:
         res.figures.update(featuremaps.figures)
         res.metrics["featuremaps"] = featuremaps.metrics

@@ -18,11 +18,12 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from ceusflow.conventions import CLINICAL_COLUMNS, PATIENT, TREATMENTS
+from ceusflow.conventions import CLINICAL_COLUMNS, PATIENT, TREATMENTS, as_text
 from ceusflow.errors import InputError
 from ceusflow.pipeline.cache import StageCache, digest, tree_fingerprint
 from ceusflow.pipeline.config import StudyConfig, TrainSection
 from ceusflow.preprocess.cohort import open_rois
+from ceusflow.preprocess.tic import CONTRAST_BIN_S, contrast_curves
 
 Log = Callable[[str], None]
 #: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
@@ -126,6 +127,31 @@ def tic_features(roi: xr.Dataset, parameters: tuple[str, ...] = BASELINE_TIC) ->
     return pd.DataFrame(cols, index=index).astype(float)
 
 
+def contrast_features(roi: xr.Dataset, *, bin_s: float = CONTRAST_BIN_S) -> pd.DataFrame:
+    """Contrast curves of every ROI part as one feature table, indexed by pseudonymous key.
+
+    Parameters
+    ----------
+    roi : Dataset
+        ROI store with the ``tic`` (patient, part, exam_time) variable, opened with ``chunks=None``.
+    bin_s : float
+        Width of the time bins (s), :func:`ceusflow.preprocess.tic.contrast_curves`.
+
+    Returns
+    -------
+    DataFrame (patient, "contrast_<part>_<start>s")
+        dB relative to the parenchyma ring; NaN where a bin held no valid frame. No column when
+        the store holds no ``tic``.
+    """
+    index = pd.Index([str(k) for k in roi[PATIENT].values], name=PATIENT)
+    if "tic" not in roi.data_vars:
+        return pd.DataFrame(index=index)
+    curves = contrast_curves(roi["tic"].load(), bin_s=bin_s)
+    cols = {f"contrast_{part}_{start:g}s": curves.sel(part=part, bin_start=start).values
+            for part in as_text(curves["part"].values) for start in curves["bin_start"].values}
+    return pd.DataFrame(cols, index=index).astype(float)
+
+
 def _split(ctx: _Context) -> dict[str, Any]:
     from ceusflow.survival import balanced_split
 
@@ -207,8 +233,9 @@ def _analysis(ctx: _Context) -> dict[str, Any]:
     patients = patient_table(roi).join(split).join(sig)
     models = {arm: load_model(ctx.results / "models" / f"R-{arm}").model for arm in TREATMENTS}
     maps = feature_maps(models, roi, patients)
-    features = tic_features(open_rois(ctx.roi_store, chunks=None))
-    report = analyse_and_report(patients, ctx.config, ctx.results, features=features, featuremaps=maps)
+    eager = open_rois(ctx.roi_store, chunks=None)
+    report = analyse_and_report(patients, ctx.config, ctx.results, features=tic_features(eager),
+                                contrast=contrast_features(eager), featuremaps=maps)
     return {"report": str(report), "featuremaps": len(maps.figures)}
 
 
@@ -266,4 +293,4 @@ def run_study(cohort: str | Path, results: str | Path, config: StudyConfig | Non
     return summary
 
 
-__all__ = ["RunSummary", "patient_table", "run_study", "tic_features"]
+__all__ = ["RunSummary", "contrast_features", "patient_table", "run_study", "tic_features"]

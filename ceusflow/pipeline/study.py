@@ -250,7 +250,7 @@ def _calibration_one(g: pd.DataFrame, pfs: pd.Series, clinical: pd.Series,
 
 def baseline_metrics(patients: pd.DataFrame, features: pd.DataFrame, arm: str,
                      penalizer: float = BASELINE_PENALIZER) -> dict[str, Any]:
-    """The handcrafted-feature comparator of one arm: penalised Cox on TIC parameters.
+    """A handcrafted-feature comparator of one arm: penalised Cox on time-intensity features.
 
     Fitted on the arm's training patients only (:func:`ceusflow.model.evaluate_baseline`), scored
     on its training and validation patients, and compared with the arm's CNN signature on the
@@ -274,6 +274,18 @@ def baseline_metrics(patients: pd.DataFrame, features: pd.DataFrame, arm: str,
         ``n_val``, ``features``, ``dropped_features`` (no training variation), imputation counts,
         ``converged`` and ``vs_signature_val``; or ``{"note": reason}`` when not estimable.
     """
+    return comparator(patients, features, arm, penalizer)[0]
+
+
+def comparator(patients: pd.DataFrame, features: pd.DataFrame, arm: str,
+               penalizer: float = BASELINE_PENALIZER) -> tuple[dict[str, Any], pd.Series | None]:
+    """:func:`baseline_metrics` and the comparator's log relative hazard of the arm's patients.
+
+    Returns
+    -------
+    tuple of (dict, Series or None)
+        The metrics, and the risk indexed by patient key (None when not estimable).
+    """
     from ceusflow.model.baseline import evaluate_baseline  # ceusflow.model imports torch: only when needed
 
     own = patients[patients["treatment"] == arm]
@@ -287,11 +299,62 @@ def baseline_metrics(patients: pd.DataFrame, features: pd.DataFrame, arm: str,
     try:
         result = evaluate_baseline(x[usable], own["duration"], own["event"], list(train), penalizer=penalizer)
     except ValueError as err:  # InputError: no usable feature, too few patients or events
-        return {**info, "note": str(err)}
+        return {**info, "note": str(err)}, None
     val = own.index[own["split"] == "val"]
-    return {**info, **_cindex_pair("train", result.train_cindex, len(train)),
-            **_cindex_pair("val", result.valid_cindex, len(val)), "converged": bool(result.fit.converged),
-            "vs_signature_val": _versus(own.loc[val], result.risk.loc[val], f"signature_{arm.lower()}")}
+    return ({**info, **_cindex_pair("train", result.train_cindex, len(train)),
+             **_cindex_pair("val", result.valid_cindex, len(val)), "converged": bool(result.fit.converged),
+             "vs_signature_val": _versus(own.loc[val], result.risk.loc[val], f"signature_{arm.lower()}")},
+            result.risk)
+
+
+def combined_metrics(patients: pd.DataFrame, other_risk: pd.Series, arm: str) -> dict[str, Any]:
+    """The CNN signature plus another risk score, each standardised on the training patients.
+
+    ``z(signature) + z(other)``, with the mean and SD of each taken over the arm's training
+    patients: an equal-weight ensemble with nothing fitted on outcomes beyond the two scores
+    themselves. With the contrast-curve comparator as ``other`` it adds the kinetic traits the
+    CNN misses (``docs/model.md``, "Session 9").
+
+    Parameters
+    ----------
+    patients : DataFrame
+        The per-patient table (module docstring).
+    other_risk : Series
+        Log relative hazard of the other model, indexed by patient key (at least the arm's).
+    arm : {"RFA", "SR"}
+
+    Returns
+    -------
+    dict
+        ``c_index_train``/``c_index_val`` with ``ci_train``/``ci_val``, ``n_train``, ``n_val``,
+        ``standardisation`` (the training means and SDs) and ``vs_signature_val`` (combined minus
+        the CNN signature, paired); or ``{"note": reason}``.
+    """
+    own = patients[patients["treatment"] == arm]
+    sig = own[f"signature_{arm.lower()}"].astype(float)
+    other = other_risk.reindex(own.index).astype(float)
+    train, val = own.index[own["split"] == "train"], own.index[own["split"] == "val"]
+    moments = {name: (float(v.loc[train].mean()), float(v.loc[train].std())) for name, v in
+               (("signature", sig), ("other", other))}
+    if len(train) < 2 or any(not np.isfinite(sd) or sd <= 0 for _, sd in moments.values()):
+        return {"note": f"{arm}: a score does not vary over the training patients"}
+    combined = sum((v - moments[name][0]) / moments[name][1] for name, v in (("signature", sig), ("other", other)))
+    out: dict[str, Any] = {"standardisation": {k: {"mean": m, "sd": sd} for k, (m, sd) in moments.items()}}
+    for name, keys in (("train", train), ("val", val)):
+        try:
+            c = survival.concordance(own.loc[keys, "duration"], own.loc[keys, "event"], combined.loc[keys])
+        except ValueError as err:
+            return {**out, "note": f"{arm} {name}: {err}"}
+        out.update(_cindex_pair(name, c, len(keys)))
+    try:
+        cmp = survival.compare_concordance(own.loc[val, "duration"], own.loc[val, "event"], combined.loc[val],
+                                           sig.loc[val])
+        out["vs_signature_val"] = {"difference": cmp.difference, "low": cmp.low, "high": cmp.high,
+                                   "p_value": cmp.p_value,
+                                   "method": "compareC (Kang et al. 2015), combined minus signature"}
+    except ValueError as err:
+        out["vs_signature_val"] = {"note": str(err)}
+    return out
 
 
 def _cindex_pair(name: str, c: Any, n: int) -> dict[str, Any]:

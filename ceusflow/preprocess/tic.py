@@ -230,6 +230,60 @@ def tic_parameters(tic: xr.DataArray, *, baseline_s: float = BASELINE_S) -> xr.D
                       coords={"part": tic["part"].values})
 
 
+#: Width (s) of the time bins of :func:`contrast_curves`.
+CONTRAST_BIN_S = 15.0
+
+
+def contrast_curves(tic: xr.DataArray, *, bin_s: float = CONTRAST_BIN_S, reference: str = "parenchyma",
+                    dim: str | None = None) -> xr.DataArray:
+    """Enhancement of each ROI part relative to the liver around it, in dB, per time bin (pure).
+
+    ``10 log10(mean power of the part / mean power of the reference part)`` over the valid
+    frames of each bin of ``bin_s`` seconds from t = 0: the tumour's hyper-, iso- or
+    hypo-enhancement relative to the liver, which is how CEUS is read (CEUS LI-RADS: arterial
+    phase hyperenhancement, wash-out = hypoenhancement relative to the liver). Machine gain and
+    the patient's overall enhancement cancel; the kinetic traits that a CNN fed with the paper's
+    ROI alone does not read (wash-out onset and degree, arterial peak ratio) stay (``docs/model.md``,
+    "Session 9").
+
+    Parameters
+    ----------
+    tic : DataArray (..., part, time)
+        Mean linear power per part and frame (:func:`tic_curves`; the ROI store's ``tic``), NaN
+        on invalid frames.
+    bin_s : float
+        Bin width in seconds (bins ``[k * bin_s, (k + 1) * bin_s)``).
+    reference : str
+        The part the others are referred to (default the 10-20 mm parenchyma ring).
+    dim : str, optional
+        The time dimension; default the one dimension of ``tic`` named ``time`` or ``exam_time``.
+
+    Returns
+    -------
+    DataArray (..., part, bin_start) float64
+        In dB (``units``); ``part`` without the reference; ``bin_start`` in s. NaN where a bin
+        holds no valid frame of the part or the reference.
+    """
+    if dim is None:
+        found = [d for d in tic.dims if d in (TIME, "exam_time")]
+        if len(found) != 1:
+            raise ValueError(f"contrast_curves: cannot tell the time dimension among {tic.dims}; pass dim=")
+        dim = found[0]
+    if reference not in tic["part"].values:
+        raise ValueError(f"contrast_curves: no part {reference!r} in {list(tic['part'].values)}")
+    if not bin_s > 0:
+        raise ValueError(f"contrast_curves: bin_s={bin_s} must be positive")
+    t = np.asarray(tic[dim].values, dtype=float)
+    starts = xr.DataArray(np.floor(t / bin_s + 1e-9) * bin_s, dims=dim, name="bin_start")
+    power = tic.astype(np.float64).where(tic > 0).groupby(starts).mean(dim, skipna=True)
+    ratio = power.drop_sel(part=reference) / power.sel(part=reference, drop=True)
+    out = 10.0 * np.log10(ratio)
+    out["bin_start"].attrs = {"units": "s", "long_name": "start of the time bin"}
+    return out.rename("contrast").assign_attrs(
+        units="dB", reference=reference, bin_s=float(bin_s),
+        long_name=f"mean power relative to the {reference}")
+
+
 def plot_tic(tic: xr.DataArray, *, phases: dict[str, tuple[float, float]] | None = None,
              baseline_s: float = BASELINE_S, title: str = "") -> Figure:
     """QA figure: enhancement curves per part with their parameters in the legend, peaks, phases, gaps.
