@@ -38,6 +38,10 @@ def train_command(
     compile: Annotated[bool, typer.Option(
         "--compile", help="torch.compile the network (inductor): faster epochs on a GPU after "
                           "~20 s of compilation; on a CPU compiling costs more than it saves.")] = False,
+    kinetic: Annotated[bool, typer.Option(
+        "--kinetic", help="Add the kinetic term: a ridge Cox on the contrast curves (the store's TICs), "
+                          "fitted first and frozen; the network learns on top of it "
+                          "(docs/model.md, session 9).")] = False,
     train_patients: Annotated[Path | None, typer.Option(
         help="Training patients: one key per line, or a CSV with patient[,split]. "
              "Default: the store's 'split' variable.")] = None,
@@ -55,7 +59,7 @@ def train_command(
         cohort, text = training_cohort(roi, treatment, train_patients=keys)
         console.print(f"Training R-{treatment}: {text}")
         config = TrainConfig(profile=profile, device=device, seed=seed, epochs=epochs,  # type: ignore[arg-type]
-                             warmup_epochs=warmup_epochs, n_models=n_models,
+                             warmup_epochs=warmup_epochs, n_models=n_models, kinetic=kinetic,
                              compile="inductor" if compile else None)
         trained = train(cohort, config, progress=True)
     except InputError as err:

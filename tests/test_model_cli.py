@@ -156,3 +156,10 @@ def test_training_cohort_from_list_excludes_others():
     assert (cohort.treatment.values == "SR").all() and "SR" in text
     with pytest.raises(InputError, match="not in the ROI store"):
         training_cohort(roi, "SR", train_patients=["nobody"])
+
+
+def test_train_kinetic_without_tic_fails_in_one_line(app, store, tmp_path):
+    res = CliRunner().invoke(app, ["train", str(store), "--treatment", "SR", "--out", str(tmp_path / "m"),
+                                   "--profile", "cpu", "--device", "cpu", "--epochs", "1", "--kinetic"])
+    assert res.exit_code == 2 and "no 'tic' variable" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "m").exists()

@@ -149,7 +149,15 @@ class CineBatches(Dataset[Item]):
         Load all intensities into memory (True), read lazily (False), or decide by size (None).
     outcomes : bool
         Whether to read ``duration`` / ``event`` (False for prediction: NaN and False are given).
+
+    Attributes
+    ----------
+    offset : Tensor (patient,) or None
+        A fixed log-hazard added to the network's for each patient (the kinetic term of
+        ``TrainConfig(kinetic=True)``); None for none.
     """
+
+    offset: Tensor | None = None
 
     def __init__(self, roi: xr.Dataset, *, augment: Augment | None = None, seed: int = 0,
                  cache: bool | None = None, outcomes: bool = True) -> None:

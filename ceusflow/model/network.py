@@ -67,6 +67,14 @@ class NetworkConfig:
         corners excluded) in ``k`` time bins per phase, fed to the Cox head by its own linear
         term (a "wide" part: the peritumoral ring the paper's R-SR looks at, without asking the
         convolutions to find it).
+    kinetic_features : tuple of str
+        Empty (the paper's network): none. Otherwise the names of the contrast-curve features
+        (``ceusflow.preprocess.tic.contrast_table``: each ROI part's power relative to the
+        parenchyma ring, dB, 15-s bins) of a **kinetic term**: a ridge Cox log-hazard on them,
+        fitted exactly on the inner-fit patients before the network is trained, then frozen; the
+        network learns on top of it (an offset) and the log-hazard is their sum. Set by
+        :func:`ceusflow.model.train` with ``TrainConfig(kinetic=True)``; the coefficients are
+        buffers of the checkpoint (``docs/model.md``, "Session 9").
     """
 
     conv: Conv = "3d"
@@ -79,6 +87,7 @@ class NetworkConfig:
     flatten_grid: int = 4
     feature_norm: bool = True
     ring_bins: int = 0
+    kinetic_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice("conv", self.conv, Conv)
@@ -99,7 +108,8 @@ class NetworkConfig:
     def from_dict(cls, data: dict[str, Any]) -> NetworkConfig:
         """Rebuild from :meth:`to_dict` output (lists become tuples)."""
         # Checkpoints written before ``feature_norm`` existed have no normalisation layer.
-        return cls(**{"feature_norm": False, **data, "widths": tuple(data["widths"])})
+        return cls(**{"feature_norm": False, **data, "widths": tuple(data["widths"]),
+                      "kinetic_features": tuple(data.get("kinetic_features", ()))})
 
 
 def profile(name: Profile) -> NetworkConfig:
@@ -232,6 +242,32 @@ class CoxCNN(nn.Module):
         k = self.config.ring_bins
         self.rings = _RingProfile(k) if k else None
         self.ring_head = nn.Linear(len(PHASES) * len(RING_EDGES[:-1]) * k, 1, bias=False) if k else None
+        n_kin = len(self.config.kinetic_features)
+        for name in ("kinetic_impute", "kinetic_center", "kinetic_coef"):
+            self.register_buffer(name, torch.zeros(n_kin, dtype=torch.float64) if n_kin else None)
+
+    def set_kinetic(self, impute: Tensor, center: Tensor, coef: Tensor) -> None:
+        """Set the frozen kinetic term: ``((features, NaN -> impute) - center) @ coef``."""
+        n = len(self.config.kinetic_features)
+        for name, value in (("kinetic_impute", impute), ("kinetic_center", center), ("kinetic_coef", coef)):
+            if tuple(value.shape) != (n,):
+                raise InputError(name, f"has shape {tuple(value.shape)}", f"pass {n} values, one per kinetic feature")
+            setattr(self, name, value.detach().to(torch.float64).clone())
+
+    def kinetic_offset(self, features: Tensor) -> Tensor:
+        """Log-hazard of the kinetic term, ``(batch,)`` float64 (zeros without one).
+
+        Parameters
+        ----------
+        features : Tensor (batch, len(config.kinetic_features))
+            Contrast-curve features in the order of ``config.kinetic_features``; NaN = missing
+            (imputed with the inner-fit medians).
+        """
+        if self.kinetic_coef is None:
+            return torch.zeros(features.shape[0], dtype=torch.float64, device=features.device)
+        f = features.to(torch.float64)
+        f = torch.where(torch.isnan(f), self.kinetic_impute, f)
+        return (f - self.kinetic_center) @ self.kinetic_coef
 
     @classmethod
     def from_profile(cls, name: Profile) -> CoxCNN:
@@ -301,6 +337,10 @@ class CoxEnsemble(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """Mean log-hazard of the members, ``(batch,)``; inputs as :meth:`CoxCNN.forward`."""
         return torch.stack([m(x, mask) for m in self.members]).mean(0)
+
+    def kinetic_offset(self, features: Tensor) -> Tensor:
+        """Mean of the members' kinetic terms (:meth:`CoxCNN.kinetic_offset`)."""
+        return torch.stack([m.kinetic_offset(features) for m in self.members]).mean(0)
 
 
 def _check_input(x: Tensor, mask: Tensor) -> None:

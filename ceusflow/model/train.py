@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 from torch import Tensor
@@ -38,12 +39,17 @@ from ceusflow.model.batches import (
 )
 from ceusflow.model.loss import Ties, cox_nll
 from ceusflow.model.network import CoxCNN, CoxEnsemble, NetworkConfig, profile
+from ceusflow.preprocess.tic import contrast_table
+from ceusflow.survival.cox import fit_cox
 
 Device = Literal["auto", "cpu", "cuda"]
 ProfileChoice = Literal["auto", "paper", "cpu"]
 Monitor = Literal["inner_loss", "inner_cindex"]
 
-__all__ = ["TrainConfig", "Trained", "resolve_device", "train"]
+#: Ridge penalty of the kinetic term (lifelines scale; the study's handcrafted comparators use the same).
+KINETIC_PENALIZER = 0.1
+
+__all__ = ["KINETIC_PENALIZER", "TrainConfig", "Trained", "kinetic_features", "resolve_device", "train"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,13 @@ class TrainConfig:
         Members of a bagged ensemble. Member ``k`` uses ``seed + k`` for its inner split, initial
         weights, batch order and augmentation and is early-stopped on its own inner split; the
         log-hazard is the mean of the members' (every training patient is fitted by most members).
+    kinetic : bool
+        Add the kinetic term (:class:`~ceusflow.model.network.NetworkConfig` ``kinetic_features``):
+        a ridge Cox on the cohort's contrast curves (needs the ROI store's ``tic``), fitted exactly
+        on each member's inner-fit patients (penalty :data:`KINETIC_PENALIZER`, lifelines scale;
+        features without variation there get coefficient 0), then frozen; the network is trained
+        on top of it and early-stopped on the inner C of the sum. Off by default: the paper's
+        network sees the ROI cine only.
     """
 
     profile: ProfileChoice = "auto"
@@ -118,6 +131,7 @@ class TrainConfig:
     cache: bool | None = None
     compile: str | None = None
     n_models: int = 1
+    kinetic: bool = False
 
     def __post_init__(self) -> None:
         for name, options in (("profile", ProfileChoice), ("device", Device), ("ties", Ties),
@@ -224,11 +238,17 @@ def train(roi: xr.Dataset, config: TrainConfig | None = None, *, progress: bool 
     check_roi(roi)
     device = resolve_device(config.device)
     config = dataclasses.replace(config, network=config.resolved_network(device.type))
+    kinetic = kinetic_features(roi) if config.kinetic else None
+    if kinetic is not None:
+        assert config.network is not None
+        config = dataclasses.replace(config, network=dataclasses.replace(
+            config.network, kinetic_features=tuple(kinetic.columns)))
     cached, message = cache_decision(roi) if config.cache is None else (config.cache, "")
     if cached and config.n_models > 1:  # load once for every member
         roi = roi.load()
     members = [_train_one(roi, dataclasses.replace(config, seed=config.seed + k), device, cached,
-                          progress, message if k == 0 else f"ensemble member {k + 1} of {config.n_models}")
+                          progress, message if k == 0 else f"ensemble member {k + 1} of {config.n_models}",
+                          kinetic)
                for k in range(config.n_models)]
     model, history, best, inner = members[0]
     info: dict[str, Any] = {}
@@ -241,15 +261,64 @@ def train(roi: xr.Dataset, config: TrainConfig | None = None, *, progress: bool 
 
 
 def _train_one(roi: xr.Dataset, config: TrainConfig, device: torch.device, cached: bool, progress: bool,
-               message: str) -> tuple[CoxCNN, xr.Dataset, int, tuple[str, ...]]:
+               message: str, kinetic: pd.DataFrame | None = None) -> tuple[CoxCNN, xr.Dataset, int, tuple[str, ...]]:
     """Fit one network on an inner split drawn with ``config.seed``; return it, its history, best epoch."""
     fit_idx, val_idx = inner_split(roi[EVENT].values, config.inner_fraction, config.seed)
     fit = CineBatches(roi.isel({PATIENT: fit_idx}), augment=config.augment, seed=config.seed,
                       cache=cached)
     val = CineBatches(roi.isel({PATIENT: val_idx}), cache=cached)
+    term = None
+    if kinetic is not None:
+        term = _fit_kinetic(kinetic.iloc[fit_idx], fit._duration.numpy(), fit._event.numpy())
+        fit.offset, val.offset = (_offset(term, torch.as_tensor(kinetic.iloc[i].to_numpy()))
+                                  for i in (fit_idx, val_idx))
     with _deterministic(device), reuse_freed_memory(), _progress.reporter(progress, message) as report:
         model, history, best = _fit(fit, val, config, device, report)
+    if term is not None:
+        model.set_kinetic(*term)
     return model.cpu().eval(), history, best, tuple(str(p) for p in roi[PATIENT].values[val_idx])
+
+
+def kinetic_features(roi: xr.Dataset) -> pd.DataFrame:
+    """Contrast-curve features of the cohort's patients, in their order (the kinetic term's input).
+
+    Parameters
+    ----------
+    roi : Dataset
+        ROI cohort with ``tic (patient, part, exam_time)``, as :func:`ceusflow.preprocess.cohort.preprocess_cohort`
+        writes it.
+
+    Returns
+    -------
+    DataFrame (patient, ``contrast_<part>_<start>s``)
+        :func:`ceusflow.preprocess.tic.contrast_table`.
+    """
+    if "tic" not in roi.data_vars:
+        raise InputError("roi", "has no 'tic' variable (time-intensity curves), which the kinetic term needs",
+                         "preprocess with `ceusflow preprocess` (it writes them), or train with kinetic=False")
+    return contrast_table(roi["tic"].load())
+
+
+def _fit_kinetic(features: pd.DataFrame, duration: np.ndarray, event: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+    """Ridge Cox on the inner-fit patients -> (impute, center, coef) over every feature column."""
+    impute = features.median().fillna(0.0)
+    usable = [c for c in features.columns if features[c].nunique() > 1]
+    if not usable or not np.asarray(event, bool).any():
+        raise InputError("kinetic term", f"has {len(usable)} varying contrast feature(s) and "
+                         f"{int(np.asarray(event, bool).sum())} event(s) among the inner-fit patients",
+                         "train with kinetic=False, or on more patients")
+    fit = fit_cox(duration, np.asarray(event, bool), features[usable].fillna(impute[usable]),
+                  penalizer=KINETIC_PENALIZER)
+    center = pd.Series(0.0, index=features.columns)
+    coef = pd.Series(0.0, index=features.columns)
+    center[usable], coef[usable] = fit.means, fit.coef
+    return tuple(torch.as_tensor(v.to_numpy(np.float64)) for v in (impute, center, coef))  # type: ignore[return-value]
+
+
+def _offset(term: tuple[Tensor, Tensor, Tensor], features: Tensor) -> Tensor:
+    impute, center, coef = term
+    f = torch.where(torch.isnan(features), impute, features.to(torch.float64))
+    return (f - center) @ coef
 
 
 def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -373,13 +442,16 @@ def _train_epoch(model: torch.nn.Module, opt: torch.optim.Optimizer, fit: CineBa
                  config: TrainConfig, device: torch.device) -> float:
     model.train()
     total, n_events = 0.0, 0
-    for x, mask, duration, event in _batches(fit, order, config.batch_size, device):
+    chunks = order.split(config.batch_size)
+    for idx, (x, mask, duration, event) in zip(chunks, _batches(fit, order, config.batch_size, device), strict=True):
         if not bool(event.any()) or len(event) < 2:
             # No event: no partial likelihood. One patient: it is its own risk set, so its partial
             # likelihood is 1 whatever the weights (and batch statistics are undefined).
             continue  # nothing to learn, and no weight-decay step
         with _autocast(config, device):
             log_hz = model(x, mask)
+        if fit.offset is not None:  # the frozen kinetic term (TrainConfig.kinetic)
+            log_hz = log_hz.float() + fit.offset[idx].to(device=device, dtype=torch.float32)
         loss = cox_nll(log_hz.float(), duration, event, ties=config.ties, reduction="sum")
         opt.zero_grad(set_to_none=True)
         (loss / event.sum()).backward()
@@ -395,7 +467,8 @@ def _risks(model: torch.nn.Module, ds: CineBatches, config: TrainConfig, device:
     for x, mask, _, _ in _batches(ds, torch.arange(len(ds)), config.batch_size, device):
         with _autocast(config, device):
             out.append(model(x, mask).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+    risk = torch.cat(out) if out else torch.zeros(0)
+    return risk if ds.offset is None else risk + ds.offset.to(torch.float32)
 
 
 def _evaluate(model: torch.nn.Module, val: CineBatches, config: TrainConfig,

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 from scipy import ndimage, optimize
 
@@ -282,6 +283,29 @@ def contrast_curves(tic: xr.DataArray, *, bin_s: float = CONTRAST_BIN_S, referen
     return out.rename("contrast").assign_attrs(
         units="dB", reference=reference, bin_s=float(bin_s),
         long_name=f"mean power relative to the {reference}")
+
+
+def contrast_table(tic: xr.DataArray, *, bin_s: float = CONTRAST_BIN_S) -> pd.DataFrame:
+    """:func:`contrast_curves` of a cohort as one feature table (patient, ``contrast_<part>_<start>s``).
+
+    Parameters
+    ----------
+    tic : DataArray (patient, part, time)
+        The ROI store's ``tic`` (loaded: it is small, ~6 kB per patient).
+    bin_s : float
+        Bin width (s).
+
+    Returns
+    -------
+    DataFrame
+        dB relative to the parenchyma ring, indexed by patient key; NaN where a bin held no valid
+        frame.
+    """
+    curves = contrast_curves(tic, bin_s=bin_s)
+    index = pd.Index([str(k) for k in curves["patient"].values], name="patient")
+    cols = {f"contrast_{part}_{start:g}s": curves.sel(part=part, bin_start=start).values
+            for part in [str(p) for p in curves["part"].values] for start in curves["bin_start"].values}
+    return pd.DataFrame(cols, index=index).astype(float)
 
 
 def plot_tic(tic: xr.DataArray, *, phases: dict[str, tuple[float, float]] | None = None,
