@@ -53,6 +53,14 @@ def test_train_section_maps_to_the_training_configuration(tmp_path: Path) -> Non
     config = train_config(load_config(path).train, seed=4)
     assert (config.compile, config.n_models, config.epochs, config.seed) == ("inductor", 3, 7, 4)
     assert train_config(load_config(None).train, seed=0).compile is None  # "" in TOML = eager
+    default = load_config(None).train
+    assert train_config(default, 0, "RFA").kinetic and not train_config(default, 0, "SR").kinetic
+    for text, arms in (("[]", ()), ('["SR", "RFA"]', ("RFA", "SR")), ("true", ("RFA", "SR")), ("false", ())):
+        path.write_text(f"[train]\nkinetic = {text}\n")
+        assert load_config(path).train.kinetic == arms
+    path.write_text('[train]\nkinetic = ["TACE"]\n')
+    with pytest.raises(InputError, match="not a list of arms"):
+        load_config(path)
 
 
 def test_stage_cache_keys(tmp_path: Path) -> None:

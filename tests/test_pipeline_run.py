@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from ceusflow.pipeline.analysis import PREDICTION_COLUMNS
+from ceusflow.pipeline.analysis import PREDICTION_COLUMNS, SIGNATURE_MODELS
 from ceusflow.pipeline.config import StudyConfig
 from ceusflow.pipeline.run import contrast_features, run_study, tic_features
 from ceusflow.simulate import SimulationConfig, write_synthetic_export
@@ -93,16 +93,21 @@ def test_handcrafted_baseline_next_to_the_signatures(study) -> None:
         assert base["n_train"] == ((pred["treatment"] == arm) & (pred["split"] == "train")).sum()
         assert len(base["features"]) >= 9 and all(re.fullmatch(r"[a-z_0-9]+_(core|tumour|rim|parenchyma)", f)
                                                   for f in base["features"])
-        contrast, combined = metrics[f"contrast_{arm}"], metrics[f"combined_{arm}"]
+        contrast = metrics[f"contrast_{arm}"]
         assert all(re.fullmatch(r"contrast_(core|tumour|rim)_\d+s", f) for f in contrast["features"])
-        assert contrast["n_train"] == base["n_train"] and combined["n_val"] == base["n_val"]
-        for cohort in ("train", "val"):
-            c, (lo, hi) = combined[f"c_index_{cohort}"], combined[f"ci_{cohort}"]
-            assert math.isfinite(c) and 0 <= c <= 1 and lo <= c <= hi
+        assert contrast["n_train"] == base["n_train"]
+    # the default [train] kinetic = ["RFA"]: R-RFA carries the term, so only R-SR gets a combined score
+    assert metrics["signature_model"] == {"RFA": SIGNATURE_MODELS[True], "SR": SIGNATURE_MODELS[False]}
+    assert "combined_RFA" not in metrics and metrics["combined_SR"]["n_val"] == metrics["baseline_SR"]["n_val"]
+    for cohort in ("train", "val"):
+        c, (lo, hi) = metrics["combined_SR"][f"c_index_{cohort}"], metrics["combined_SR"][f"ci_{cohort}"]
+        assert math.isfinite(c) and 0 <= c <= 1 and lo <= c <= hi
+    kinetic = json.loads((summary.results / "models" / "R-RFA" / "config.json").read_text())["network"]
+    assert len(kinetic["kinetic_features"]) >= 9
     html = (summary.results / "report.html").read_text()
-    for label in ("handcrafted TIC baseline (perfusion parameters)", "handcrafted contrast curves (dB vs parenchyma)",
-                  "CNN signature + contrast curves"):
+    for label in ("handcrafted TIC baseline (perfusion parameters)", "handcrafted contrast curves (dB vs parenchyma)"):
         assert f"{label}, RFA val" in html and f"{label}, SR val" in html
+    assert "CNN signature + contrast curves, SR val" in html and "R-RFA signature(s) include the kinetic term" in html
     assert re.search(r"<td>swap_candidates</td><td>\d+</td><td>\d+</td>", html)  # counts as integers
     assert 'alt="tdroc_RFA"' in html and 'alt="tdroc_SR"' in html
 

@@ -93,3 +93,15 @@ def test_limitations_name_the_baseline_and_the_feature_maps() -> None:
     assert notes[:len(LIMITATIONS)] == list(LIMITATIONS) and len(notes) == len(LIMITATIONS) + 2
     assert "RFA 3 value(s) in 2 patient(s)" in notes[-2] and "Grad-CAM" in notes[-1]
     assert limitations({}, None) == list(LIMITATIONS)
+
+
+def test_limitations_say_what_the_signature_holds() -> None:
+    from ceusflow.pipeline.analysis import LIMITATIONS, SIGNATURE_MODELS, limitations
+
+    models = {"RFA": SIGNATURE_MODELS[True], "SR": SIGNATURE_MODELS[False]}
+    kinetic = limitations({"signature_model": models, "contrast_RFA": {}, "combined_SR": {}}, None)
+    assert len(kinetic) == len(LIMITATIONS) + 3 and "The R-RFA signature(s) include the kinetic term" in kinetic[-3]
+    plain = limitations({"signature_model": dict.fromkeys(models, SIGNATURE_MODELS[False]), "contrast_RFA": {},
+                         "combined_RFA": {}}, None)
+    assert len(plain) == len(LIMITATIONS) + 2 and "CNN signature + contrast curves" in plain[-1]
+    assert not any("kinetic term" in n for n in plain)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import html
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ from ceusflow.report.write import figure_section, save_figures, table_html, writ
 
 PREDICTION_COLUMNS = ("patient_id", "treatment", "split", "signature_rfa", "signature_sr", "risk_ori", "risk_re",
                       "pfs2y_rfa", "pfs2y_sr", "recommend", "gain_2y", "gain_2y_lo", "gain_2y_hi")
+#: What the signatures are, by whether the models carry the kinetic term.
+SIGNATURE_MODELS = {False: "Cox-CNN (ROI cine only)",
+                    True: "Cox-CNN + kinetic term (ridge Cox on the contrast curves, frozen, the CNN trained on top)"}
 #: Comparators shown beside the CNN signatures: metrics key prefix -> label in the report.
 COMPARATORS = {"baseline": "handcrafted TIC baseline (perfusion parameters)",
                "contrast": "handcrafted contrast curves (dB vs parenchyma)",
@@ -133,7 +137,7 @@ def predictions_table(patients: pd.DataFrame, table: pd.DataFrame, cross: dict[s
 
 
 def analyse(patients: pd.DataFrame, config: StudyConfig, features: pd.DataFrame | None = None,
-            contrast: pd.DataFrame | None = None) -> StudyResults:
+            contrast: pd.DataFrame | None = None, *, kinetic: Collection[str] = ()) -> StudyResults:
     """Every number, table and figure of the paper's results section (pure).
 
     ``features`` (patient, feature), when given, are the perfusion parameters of the handcrafted
@@ -141,13 +145,16 @@ def analyse(patients: pd.DataFrame, config: StudyConfig, features: pd.DataFrame 
     are the contrast curves of the second comparator (``contrast_<arm>``,
     :func:`ceusflow.pipeline.run.contrast_features`), also combined with the CNN signature
     (``combined_<arm>``, :func:`ceusflow.pipeline.study.combined_metrics`). The recommendations
-    use the CNN signatures.
+    use the signatures. ``kinetic``: the arms whose models carry the kinetic term (``[train]
+    kinetic``), which already holds the contrast curves, so no combined score is formed for them
+    (``metrics["signature_model"]`` says, per arm, which model the signature comes from).
     """
     res = StudyResults()
     baseline = patients.drop(columns=["signature_rfa", "signature_sr", "split", "duration", "event"], errors="ignore")
     coded = [c for c in CATEGORICAL_CODES if c in baseline and baseline[c].notna().all()]
     baseline = baseline.astype(dict.fromkeys(coded, int))  # stored as float in Zarr; levels read 0/1, not 0.0/1.0
     res.metrics["table1"] = survival.table_one(baseline, "treatment").to_dict("records")
+    res.metrics["signature_model"] = {arm: SIGNATURE_MODELS[arm in kinetic] for arm in TREATMENTS}
     for arm in TREATMENTS:
         metrics, figs = signature_metrics(patients, arm, config)
         res.metrics[f"signature_{arm}"] = metrics
@@ -157,7 +164,7 @@ def analyse(patients: pd.DataFrame, config: StudyConfig, features: pd.DataFrame 
             res.metrics[f"baseline_{arm}"] = baseline_metrics(patients, features, arm)
         if contrast is not None:
             res.metrics[f"contrast_{arm}"], risk = comparator(patients, contrast, arm)
-            if risk is not None:
+            if risk is not None and arm not in kinetic:
                 res.metrics[f"combined_{arm}"] = combined_metrics(patients, risk, arm)
     preds, info = nomogram_predictions(patients, config)
     selected = {arm: info[arm]["selected"] for arm in TREATMENTS}
@@ -268,11 +275,19 @@ def limitations(metrics: dict[str, Any], maps: FeatureMaps | None = None) -> lis
                    "time-intensity parameters of the automatically tracked ROI parts; missing parameters were "
                    f"imputed with the training medians ({imputed}). It is one classical comparator, not the best "
                    "possible one.")
+    with_term = [arm for arm, model in metrics.get("signature_model", {}).items() if model == SIGNATURE_MODELS[True]]
+    if with_term:
+        out.append(f"The {' and '.join('R-' + a for a in with_term)} signature(s) include the kinetic term: a ridge "
+                   "Cox model on the contrast curves, fitted on each network's inner-fit patients and frozen before "
+                   "the network was trained on top of it. The contrast-curve comparator is therefore part of that "
+                   "signature; its feature maps show the network's part only.")
     if any(f"contrast_{arm}" in metrics for arm in TREATMENTS):
         out.append("The contrast-curve comparator is the same ridge Cox model on each ROI part's mean power relative "
                    "to the parenchyma ring 10-20 mm outside the tumour, in dB, in 15-s bins; that ring lies outside "
-                   "the ROI the CNN sees. 'CNN signature + contrast curves' adds the two log-hazards, each "
-                   "standardised on the training patients; the recommendations use the CNN signatures alone.")
+                   "the ROI the CNN sees.")
+    if any(f"combined_{arm}" in metrics for arm in TREATMENTS):
+        out.append("'CNN signature + contrast curves' adds the two log-hazards, each standardised on the training "
+                   "patients; the nomograms and recommendations use the CNN signatures alone.")
     if maps and maps.figures:
         out.append("Feature maps are shown for the highest- and lowest-risk validation patient of each treatment "
                    "only; Grad-CAM of the last convolution stage is coarse (a few cells per ROI, interpolated) and "
@@ -282,14 +297,14 @@ def limitations(metrics: dict[str, Any], maps: FeatureMaps | None = None) -> lis
 
 def analyse_and_report(patients: pd.DataFrame, config: StudyConfig, results: Path, *,
                        features: pd.DataFrame | None = None, contrast: pd.DataFrame | None = None,
-                       featuremaps: FeatureMaps | None = None) -> Path:
+                       featuremaps: FeatureMaps | None = None, kinetic: Collection[str] = ()) -> Path:
     """Run :func:`analyse` and write ``predictions.csv``, ``metrics.json``, ``figures/``, ``report.html``.
 
     ``features``, ``contrast``: handcrafted features of the comparators (see :func:`analyse`);
     ``featuremaps``: figures of :func:`ceusflow.report.featuremaps.feature_maps`, saved and shown
-    in the report.
+    in the report; ``kinetic``: see :func:`analyse`.
     """
-    res = analyse(patients, config, features, contrast)
+    res = analyse(patients, config, features, contrast, kinetic=kinetic)
     if featuremaps is not None:
         res.figures.update(featuremaps.figures)
         res.metrics["featuremaps"] = featuremaps.metrics

@@ -46,6 +46,9 @@ n_models = 3                 # ensemble: members on different seeds and inner sp
                              # (+0.02 RFA, +0.04 SR C in CV inside the training patients; 3x the time)
 monitor = "inner_cindex"     # early stopping on the inner Harrell's C | "inner_loss" (partial likelihood)
 compile = ""                 # torch.compile backend: "" = eager, "inductor" (+33-45 % on a GPU, ~20 s to compile)
+kinetic = ["RFA"]            # arms whose Cox-CNN gets the kinetic term (ridge Cox on the contrast curves, frozen,
+                             # the CNN trained on top): +0.042 C for R-RFA, -0.015 for R-SR in CV inside the
+                             # training patients (docs/model.md, session 9); [] = the paper's CNN for both
 
 [statistics]
 horizon_months = 24.0        # 2-year PFS (paper)
@@ -89,6 +92,7 @@ class TrainSection:
     n_models: int = 3
     monitor: str = "inner_cindex"
     compile: str = ""
+    kinetic: tuple[str, ...] = ("RFA",)
 
 
 @dataclass(frozen=True)
@@ -137,9 +141,22 @@ def _section(name: str, values: dict[str, Any], source: str) -> Any:
     if unknown:
         raise InputError(source, f"unknown key(s) {sorted(unknown)} in [{name}]",
                          f"known keys: {sorted(known)} (ceusflow config prints them all)")
+    if name == "train" and "kinetic" in values:
+        values = {**values, "kinetic": _arms(values["kinetic"], source)}
     if name == "preprocess" and "phases" in values:
         values = {**values, "phases": {k: (float(a), float(b)) for k, (a, b) in values["phases"].items()}}
     return replace(cls(), **values)
+
+
+def _arms(value: Any, source: str) -> tuple[str, ...]:
+    """``[train] kinetic``: a list of arms (``true`` = both, ``false`` = none)."""
+    arms = ("RFA", "SR")
+    if isinstance(value, bool):
+        return arms if value else ()
+    if not isinstance(value, list) or any(v not in arms for v in value):
+        raise InputError(source, f"[train] kinetic = {value!r} is not a list of arms",
+                         'write e.g. kinetic = ["RFA"], ["RFA", "SR"] or []')
+    return tuple(a for a in arms if a in value)
 
 
 def load_config(path: str | Path | None = None, *, seed: int | None = None) -> StudyConfig:

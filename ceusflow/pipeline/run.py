@@ -18,12 +18,12 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from ceusflow.conventions import CLINICAL_COLUMNS, PATIENT, TREATMENTS, as_text
+from ceusflow.conventions import CLINICAL_COLUMNS, PATIENT, TREATMENTS
 from ceusflow.errors import InputError
 from ceusflow.pipeline.cache import StageCache, digest, tree_fingerprint
 from ceusflow.pipeline.config import StudyConfig, TrainSection
 from ceusflow.preprocess.cohort import open_rois
-from ceusflow.preprocess.tic import CONTRAST_BIN_S, contrast_curves
+from ceusflow.preprocess.tic import CONTRAST_BIN_S, contrast_table
 
 Log = Callable[[str], None]
 #: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
@@ -143,13 +143,9 @@ def contrast_features(roi: xr.Dataset, *, bin_s: float = CONTRAST_BIN_S) -> pd.D
         dB relative to the parenchyma ring; NaN where a bin held no valid frame. No column when
         the store holds no ``tic``.
     """
-    index = pd.Index([str(k) for k in roi[PATIENT].values], name=PATIENT)
     if "tic" not in roi.data_vars:
-        return pd.DataFrame(index=index)
-    curves = contrast_curves(roi["tic"].load(), bin_s=bin_s)
-    cols = {f"contrast_{part}_{start:g}s": curves.sel(part=part, bin_start=start).values
-            for part in as_text(curves["part"].values) for start in curves["bin_start"].values}
-    return pd.DataFrame(cols, index=index).astype(float)
+        return pd.DataFrame(index=pd.Index([str(k) for k in roi[PATIENT].values], name=PATIENT))
+    return contrast_table(roi["tic"].load(), bin_s=bin_s)
 
 
 def _split(ctx: _Context) -> dict[str, Any]:
@@ -172,15 +168,17 @@ def _split(ctx: _Context) -> dict[str, Any]:
     return {"draws": draws}
 
 
-def train_config(section: TrainSection, seed: int) -> Any:
-    """Return the :class:`~ceusflow.model.TrainConfig` of a study's ``[train]`` section.
+def train_config(section: TrainSection, seed: int, arm: str | None = None) -> Any:
+    """Return the :class:`~ceusflow.model.TrainConfig` of a study's ``[train]`` section for one arm.
 
-    TOML has no null: ``compile = ""`` means eager training.
+    TOML has no null: ``compile = ""`` means eager training. ``kinetic`` is on when ``arm`` is
+    one of the section's ``kinetic`` arms.
     """
     from ceusflow.model import TrainConfig
 
     fields = dataclasses.asdict(section)
-    return TrainConfig(**{**fields, "compile": fields["compile"] or None}, seed=seed)
+    return TrainConfig(**{**fields, "compile": fields["compile"] or None, "kinetic": arm in section.kinetic},
+                       seed=seed)
 
 
 def profile_architectures() -> dict[str, Any]:
@@ -204,7 +202,7 @@ def _train(ctx: _Context, arm: str) -> dict[str, Any]:
     split = pd.read_csv(ctx.results / "split.csv", index_col=PATIENT)["split"]
     table = patient_table(roi)
     keys = table.index[(table["treatment"] == arm) & (split.reindex(table.index) == "train")]
-    config = train_config(ctx.config.train, ctx.config.seed)
+    config = train_config(ctx.config.train, ctx.config.seed, arm)
     trained = train(roi.sel({PATIENT: list(keys)}), config, progress=ctx.progress)
     save_model(trained, ctx.results / "models" / f"R-{arm}")
     return {"n_train": len(keys), "best_epoch": int(trained.best_epoch)}
@@ -234,8 +232,9 @@ def _analysis(ctx: _Context) -> dict[str, Any]:
     models = {arm: load_model(ctx.results / "models" / f"R-{arm}").model for arm in TREATMENTS}
     maps = feature_maps(models, roi, patients)
     eager = open_rois(ctx.roi_store, chunks=None)
+    kinetic = [arm for arm, m in models.items() if m.config.kinetic_features]
     report = analyse_and_report(patients, ctx.config, ctx.results, features=tic_features(eager),
-                                contrast=contrast_features(eager), featuremaps=maps)
+                                contrast=contrast_features(eager), featuremaps=maps, kinetic=kinetic)
     return {"report": str(report), "featuremaps": len(maps.figures)}
 
 
