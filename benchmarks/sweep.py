@@ -43,6 +43,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "cpu-bs16": {"batch_size": 16},
     "cpu-ens4": {"n_models": 4},
     "cpu-bn": {"network.norm": "batch"},
+    "cpu-kinetic": {"kinetic": True},
     "paper": {"profile": "paper"},
 }
 
