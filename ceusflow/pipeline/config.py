@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ceusflow.conventions import TREATMENTS
 from ceusflow.errors import InputError
 
 DEFAULT_TOML = """\
@@ -150,13 +151,12 @@ def _section(name: str, values: dict[str, Any], source: str) -> Any:
 
 def _arms(value: Any, source: str) -> tuple[str, ...]:
     """``[train] kinetic``: a list of arms (``true`` = both, ``false`` = none)."""
-    arms = ("RFA", "SR")
     if isinstance(value, bool):
-        return arms if value else ()
-    if not isinstance(value, list) or any(v not in arms for v in value):
+        return tuple(TREATMENTS) if value else ()
+    if not isinstance(value, list) or any(v not in TREATMENTS for v in value):
         raise InputError(source, f"[train] kinetic = {value!r} is not a list of arms",
                          'write e.g. kinetic = ["RFA"], ["RFA", "SR"] or []')
-    return tuple(a for a in arms if a in value)
+    return tuple(a for a in TREATMENTS if a in value)
 
 
 def load_config(path: str | Path | None = None, *, seed: int | None = None) -> StudyConfig:

@@ -27,7 +27,7 @@ from ceusflow.preprocess.tic import CONTRAST_BIN_S, contrast_table
 
 Log = Callable[[str], None]
 #: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
-REPORT_VERSION = 5
+REPORT_VERSION = 6
 #: TIC parameters of the handcrafted baseline (``fit_r2`` is a fit diagnostic, not a perfusion feature).
 BASELINE_TIC = ("peak_enhancement", "time_to_peak", "rise_time", "wash_in_slope", "auc", "mtt", "washout_60",
                 "washout_120", "washout_180")
