@@ -107,7 +107,7 @@ def test_handcrafted_baseline_next_to_the_signatures(study) -> None:
     html = (summary.results / "report.html").read_text()
     for label in ("handcrafted TIC baseline (perfusion parameters)", "handcrafted contrast curves (dB vs parenchyma)"):
         assert f"{label}, RFA val" in html and f"{label}, SR val" in html
-    assert "CNN signature + contrast curves, SR val" in html and "R-RFA signature(s) include the kinetic term" in html
+    assert "CNN signature + contrast curves, SR val" in html and "R-RFA signature includes the kinetic term" in html
     assert re.search(r"<td>swap_candidates</td><td>\d+</td><td>\d+</td>", html)  # counts as integers
     assert 'alt="tdroc_RFA"' in html and 'alt="tdroc_SR"' in html
 

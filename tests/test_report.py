@@ -100,7 +100,7 @@ def test_limitations_say_what_the_signature_holds() -> None:
 
     models = {"RFA": SIGNATURE_MODELS[True], "SR": SIGNATURE_MODELS[False]}
     kinetic = limitations({"signature_model": models, "contrast_RFA": {}, "combined_SR": {}}, None)
-    assert len(kinetic) == len(LIMITATIONS) + 3 and "The R-RFA signature(s) include the kinetic term" in kinetic[-3]
+    assert len(kinetic) == len(LIMITATIONS) + 3 and "The R-RFA signature includes the kinetic term" in kinetic[-3]
     plain = limitations({"signature_model": dict.fromkeys(models, SIGNATURE_MODELS[False]), "contrast_RFA": {},
                          "combined_RFA": {}}, None)
     assert len(plain) == len(LIMITATIONS) + 2 and "CNN signature + contrast curves" in plain[-1]

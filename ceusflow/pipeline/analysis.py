@@ -277,10 +277,12 @@ def limitations(metrics: dict[str, Any], maps: FeatureMaps | None = None) -> lis
                    "possible one.")
     with_term = [arm for arm, model in metrics.get("signature_model", {}).items() if model == SIGNATURE_MODELS[True]]
     if with_term:
-        out.append(f"The {' and '.join('R-' + a for a in with_term)} signature(s) include the kinetic term: a ridge "
-                   "Cox model on the contrast curves, fitted on each network's inner-fit patients and frozen before "
-                   "the network was trained on top of it. The contrast-curve comparator is therefore part of that "
-                   "signature; its feature maps show the network's part only.")
+        names = " and ".join("R-" + a for a in with_term)
+        verb = "signature includes" if len(with_term) == 1 else "signatures include"
+        out.append(f"The {names} {verb} the kinetic term: a ridge Cox model on the contrast curves, fitted on each "
+                   "network's inner-fit patients and frozen before the network was trained on top of it. The "
+                   "contrast-curve comparator is therefore part of the signature; the feature maps show the "
+                   "network's part only.")
     if any(f"contrast_{arm}" in metrics for arm in TREATMENTS):
         out.append("The contrast-curve comparator is the same ridge Cox model on each ROI part's mean power relative "
                    "to the parenchyma ring 10-20 mm outside the tumour, in dB, in 15-s bins; that ring lies outside "
