@@ -265,9 +265,7 @@ class CoxCNN(nn.Module):
         """
         if self.kinetic_coef is None:
             return torch.zeros(features.shape[0], dtype=torch.float64, device=features.device)
-        f = features.to(torch.float64)
-        f = torch.where(torch.isnan(f), self.kinetic_impute, f)
-        return (f - self.kinetic_center) @ self.kinetic_coef
+        return kinetic_log_hazard(features, self.kinetic_impute, self.kinetic_center, self.kinetic_coef)
 
     @classmethod
     def from_profile(cls, name: Profile) -> CoxCNN:
@@ -316,6 +314,12 @@ class CoxCNN(nn.Module):
             return self.encoders[0](x, m).reshape(b, len(PHASES), -1)
         x5, m5 = x.reshape(b, len(PHASES), *x.shape[1:]), m.reshape(b, len(PHASES), -1)
         return torch.stack([enc(x5[:, i], m5[:, i]) for i, enc in enumerate(self.encoders)], 1)
+
+
+def kinetic_log_hazard(features: Tensor, impute: Tensor, center: Tensor, coef: Tensor) -> Tensor:
+    """Linear Cox log-hazard ``((features, NaN -> impute) - center) @ coef`` in float64, ``(batch,)``."""
+    f = features.to(torch.float64)
+    return (torch.where(torch.isnan(f), impute, f) - center) @ coef
 
 
 class CoxEnsemble(nn.Module):

@@ -38,7 +38,7 @@ from ceusflow.model.batches import (
     describe_roi,
 )
 from ceusflow.model.loss import Ties, cox_nll
-from ceusflow.model.network import CoxCNN, CoxEnsemble, NetworkConfig, profile
+from ceusflow.model.network import CoxCNN, CoxEnsemble, NetworkConfig, kinetic_log_hazard, profile
 from ceusflow.preprocess.tic import contrast_table
 from ceusflow.survival.cox import fit_cox
 
@@ -270,7 +270,7 @@ def _train_one(roi: xr.Dataset, config: TrainConfig, device: torch.device, cache
     term = None
     if kinetic is not None:
         term = _fit_kinetic(kinetic.iloc[fit_idx], fit._duration.numpy(), fit._event.numpy())
-        fit.offset, val.offset = (_offset(term, torch.as_tensor(kinetic.iloc[i].to_numpy()))
+        fit.offset, val.offset = (kinetic_log_hazard(torch.as_tensor(kinetic.iloc[i].to_numpy()), *term)
                                   for i in (fit_idx, val_idx))
     with _deterministic(device), reuse_freed_memory(), _progress.reporter(progress, message) as report:
         model, history, best = _fit(fit, val, config, device, report)
@@ -313,12 +313,6 @@ def _fit_kinetic(features: pd.DataFrame, duration: np.ndarray, event: np.ndarray
     coef = pd.Series(0.0, index=features.columns)
     center[usable], coef[usable] = fit.means, fit.coef
     return tuple(torch.as_tensor(v.to_numpy(np.float64)) for v in (impute, center, coef))  # type: ignore[return-value]
-
-
-def _offset(term: tuple[Tensor, Tensor, Tensor], features: Tensor) -> Tensor:
-    impute, center, coef = term
-    f = torch.where(torch.isnan(features), impute, features.to(torch.float64))
-    return (f - center) @ coef
 
 
 def inner_split(event: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -303,7 +303,8 @@ def comparator(patients: pd.DataFrame, features: pd.DataFrame, arm: str,
     val = own.index[own["split"] == "val"]
     return ({**info, **_cindex_pair("train", result.train_cindex, len(train)),
              **_cindex_pair("val", result.valid_cindex, len(val)), "converged": bool(result.fit.converged),
-             "vs_signature_val": _versus(own.loc[val], result.risk.loc[val], f"signature_{arm.lower()}")},
+             "vs_signature_val": _versus(own.loc[val], own.loc[val, f"signature_{arm.lower()}"], result.risk.loc[val],
+                                         "signature minus baseline")},
             result.risk)
 
 
@@ -346,14 +347,7 @@ def combined_metrics(patients: pd.DataFrame, other_risk: pd.Series, arm: str) ->
         except ValueError as err:
             return {**out, "note": f"{arm} {name}: {err}"}
         out.update(_cindex_pair(name, c, len(keys)))
-    try:
-        cmp = survival.compare_concordance(own.loc[val, "duration"], own.loc[val, "event"], combined.loc[val],
-                                           sig.loc[val])
-        out["vs_signature_val"] = {"difference": cmp.difference, "low": cmp.low, "high": cmp.high,
-                                   "p_value": cmp.p_value,
-                                   "method": "compareC (Kang et al. 2015), combined minus signature"}
-    except ValueError as err:
-        out["vs_signature_val"] = {"note": str(err)}
+    out["vs_signature_val"] = _versus(own.loc[val], combined.loc[val], sig.loc[val], "combined minus signature")
     return out
 
 
@@ -361,11 +355,11 @@ def _cindex_pair(name: str, c: Any, n: int) -> dict[str, Any]:
     return {f"c_index_{name}": c.estimate, f"ci_{name}": [c.low, c.high], f"n_{name}": n}
 
 
-def _versus(val: pd.DataFrame, baseline_risk: pd.Series, sig: str) -> dict[str, Any]:
-    """Paired validation C-index difference, signature minus baseline (compareC)."""
+def _versus(val: pd.DataFrame, first: pd.Series, second: pd.Series, what: str) -> dict[str, Any]:
+    """Paired validation C-index difference, ``first`` minus ``second`` (compareC); ``what`` names them."""
     try:
-        cmp = survival.compare_concordance(val["duration"], val["event"], val[sig], baseline_risk)
+        cmp = survival.compare_concordance(val["duration"], val["event"], first, second)
     except ValueError as err:  # InputError: no comparable pair
         return {"note": str(err)}
     return {"difference": cmp.difference, "low": cmp.low, "high": cmp.high, "p_value": cmp.p_value,
-            "method": "compareC (Kang et al. 2015), signature minus baseline"}
+            "method": f"compareC (Kang et al. 2015), {what}"}
