@@ -44,13 +44,16 @@ SHARD_FRAMES = 128
 #: Lossless codecs offered for the cines (Blosc, level 1, no shuffle: uint8 speckle gains nothing
 #: from higher levels). lz4 encodes ~7x and decodes ~1.8x faster; zstd stores 15-33 % fewer bytes.
 #: The default is lz4: JPEG exports converted at 0.74x their decode-only speed with lz4, 0.55x with
-#: zstd (``docs/store.md``, session 4).
-CODECS = ("zstd", "lz4")
+#: zstd (``docs/store.md``, session 4). ``none`` stores the frames uncompressed (2-3x the bytes of
+#: lz4) for a user whose disk is cheaper than conversion time (``docs/store.md``, session 10).
+CODECS = ("zstd", "lz4", "none")
 DEFAULT_CODEC = "lz4"
 
 
-def compressor(name: str = DEFAULT_CODEC, chunk_bytes: int = 0) -> BloscCodec:
+def compressor(name: str = DEFAULT_CODEC, chunk_bytes: int = 0) -> BloscCodec | None:
     """Blosc ``name`` (zstd or lz4) level 1: speckle compresses ~2-2.9x losslessly whatever the level.
+
+    ``none`` returns None: the frames are stored as they are.
 
     For zstd, a ``chunk_bytes`` > 0 makes the whole chunk (one frame) one Blosc block: Blosc's
     automatic block of level 1 is small, and zstd restarted on each small block encoded frames
@@ -59,6 +62,8 @@ def compressor(name: str = DEFAULT_CODEC, chunk_bytes: int = 0) -> BloscCodec:
     """
     if name not in CODECS:
         raise InputError("codec", f"{name!r} is not a known codec", f"choose one of {', '.join(CODECS)}")
+    if name == "none":
+        return None
     blocksize = chunk_bytes if name == "zstd" else 0
     return BloscCodec(cname=name, clevel=1, shuffle="noshuffle", blocksize=blocksize)
 
@@ -106,7 +111,7 @@ def cine_encoding(cine: xr.DataArray, *, shard_frames: int = SHARD_FRAMES,
     ----------
     cine : DataArray (time, y, x[, channel])
     shard_frames : int
-    codec : {"zstd", "lz4"}
+    codec : {"zstd", "lz4", "none"}
 
     Returns
     -------
@@ -116,7 +121,8 @@ def cine_encoding(cine: xr.DataArray, *, shard_frames: int = SHARD_FRAMES,
     frame = tuple(cine.shape[1:])
     shard = (max(min(shard_frames, cine.sizes[TIME]), 1), *frame)
     chunk_bytes = int(np.prod(frame)) * cine.dtype.itemsize
-    return {INTENSITY: {"chunks": (1, *frame), "shards": shard, "compressors": (compressor(codec, chunk_bytes),)}}
+    blosc = compressor(codec, chunk_bytes)
+    return {INTENSITY: {"chunks": (1, *frame), "shards": shard, "compressors": () if blosc is None else (blosc,)}}
 
 
 def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
@@ -137,7 +143,7 @@ def write_patient(path: str | os.PathLike[str], key: str, cine: xr.DataArray,
     cine : DataArray (time, y, x[, channel])
         Lazy (dask) or in memory; any chunking along time.
     shard_frames : int
-    codec : {"zstd", "lz4"}
+    codec : {"zstd", "lz4", "none"}
 
     Returns
     -------
@@ -264,6 +270,12 @@ def numcodecs_blosc(blosc: BloscCodec) -> Any:
                           "bitshuffle": Blosc.BITSHUFFLE}[str(blosc.shuffle.value)], blocksize=int(blosc.blocksize))
 
 
+def _all_zero(frame: np.ndarray) -> bool:
+    """Whether a frame is all zeros; a strided sample rules most frames out before the full scan."""
+    flat = frame.reshape(-1)
+    return not flat[::997].any() and not flat.any()
+
+
 def _shard_encoder(array: zarr.Array) -> Any:
     """A function writing shard ``i`` from its frames with numcodecs, or None for other layouts."""
     from numcodecs import CRC32C
@@ -275,19 +287,23 @@ def _shard_encoder(array: zarr.Array) -> Any:
         return None
     inner, index = sharding.codecs, sharding.index_codecs
     if not (str(sharding.index_location.value) == "end" and array.dtype.itemsize == 1
-            and len(inner) == 2 and isinstance(inner[0], BytesCodec) and isinstance(inner[1], BloscCodec)
+            and 1 <= len(inner) <= 2 and isinstance(inner[0], BytesCodec)
+            and (len(inner) == 1 or isinstance(inner[1], BloscCodec))
             and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
             and sharding.chunk_shape[0] == 1 and tuple(sharding.chunk_shape[1:]) == array.shape[1:]):
         return None
     if local_chunk_file(array, 0) is None:
         return None
-    codec = numcodecs_blosc(inner[1])
+    codec = numcodecs_blosc(inner[1]) if len(inner) == 2 else None  # None: stored as they are
     crc, per_shard, empty = CRC32C(), array.shards[0], array.fill_value == 0
 
-    def chunk(frame: np.ndarray) -> bytes | None:
+    def chunk(frame: np.ndarray) -> Any:
         # chunks equal to the fill value stay absent, as zarr writes them; only a frame that
         # compressed to almost nothing can be all zeros, so the others skip the full scan
-        encoded = codec.encode(np.ascontiguousarray(frame))
+        frame = np.ascontiguousarray(frame)
+        if codec is None:  # the frame's own buffer: a copy costs ~0.2 ms per 480 x 640 frame
+            return None if empty and _all_zero(frame) else memoryview(frame).cast("B")
+        encoded = codec.encode(frame)
         scan = frame.nbytes <= _SCAN_BELOW or len(encoded) * _SCAN_RATIO <= frame.nbytes
         return None if empty and scan and not frame.any() else encoded
 
@@ -297,8 +313,8 @@ def _shard_encoder(array: zarr.Array) -> Any:
         offset = 0
         for k, part in enumerate(parts):
             if part is not None:
-                table[k] = offset, len(part)
-                offset += len(part)
+                table[k] = offset, part.nbytes if isinstance(part, memoryview) else len(part)
+                offset += int(table[k, 1])
         target = local_chunk_file(array, i)
         assert target is not None  # checked above
         target.parent.mkdir(parents=True, exist_ok=True)

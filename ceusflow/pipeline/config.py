@@ -23,7 +23,7 @@ seed = 0                     # one seed for the split, training and bootstraps
 
 [convert]
 max_fps = 0                  # 0 = keep every frame; else store at most this many frames/s
-codec = "lz4"                # lossless codec of the cines: lz4 (faster) | zstd (15-33 % smaller; docs/store.md)
+codec = "lz4"                # lossless codec of the cines: lz4 (faster) | zstd (15-33 % smaller) | none (docs/store.md)
 
 [preprocess]
 fps = 2.0                    # resampled frame rate (paper: 2 frames/s)
