@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/preprocess.py [--patients 6] [--large 419] [--small 40] [--rows 128 --cols 160]
     .venv/bin/python benchmarks/preprocess.py --only tracking [--track-patients 6 --track-seconds 185]
+        [--track-seed 3] [--irregularity 0.15]
 
 Simulates a small cohort (180 s cines, `--fps` frames/s, `--rows x --cols` pixels), converts it, then
 * read amplification: bytes fetched from the store (counted in zarr's LocalStore.get) / bytes of the
@@ -9,7 +10,10 @@ Simulates a small cohort (180 s cines, `--fps` frames/s, `--rows x --cols` pixel
 * peak RSS (child process, ru_maxrss) of preprocessing a cohort of `--small` vs `--large` patients,
   built by linking the simulated patient groups under new keys (pixel reads are real);
 * 1 process vs 2 processes vs LocalCluster(n_workers=2);
-* tracking accuracy on a second simulated cohort with known motion (ground truth per frame);
+* tracking accuracy on a second simulated cohort with known motion (ground truth per frame), for
+  the default tracker and, in the same run, the earlier ones (``before``: phase correlation and
+  Savitzky-Golay smoothing; ``model``: plus the breathing model), with regular breathing or, with
+  ``--irregularity``, a breathing rate and amplitude that wander;
 * total time, extrapolated to 419 patients.
 The machine is shared: the load average is printed with the numbers.
 """
@@ -17,6 +21,7 @@ The machine is shared: the load average is printed with the numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -42,9 +47,11 @@ def load() -> str:
     return os.popen("uptime").read().strip()
 
 
-def simulate(root: Path, n: int, rows: int, cols: int, fps: float, duration: float, seed: int) -> Path:
+def simulate(root: Path, n: int, rows: int, cols: int, fps: float, duration: float, seed: int,
+             irregularity: float = 0.0) -> Path:
     write_synthetic_export(root / "C", SimulationConfig(n_patients=n, fps=fps, duration_s=duration,
-                                                        image_size=(rows, cols), seed=seed, messy=False))
+                                                        image_size=(rows, cols), seed=seed, messy=False,
+                                                        breathing_irregularity=irregularity))
     convert_cohort(root / "C", root / "C.zarr", workers=0, progress=False)
     return root / "C.zarr"
 
@@ -136,22 +143,41 @@ def cluster_time(store: Path, out: Path) -> float:
         return time.perf_counter() - start
 
 
-def tracking(root: Path, n: int, seed: int, duration: float = 185.0) -> pd.DataFrame:
-    """Per patient: share of valid frames within 2 px of the truth, tracked vs static, and timings."""
-    store = simulate(root, n, 160, 200, 4.0, duration, seed)
+#: Trackers compared in one run: ``track_roi`` options (None: the static manual box).
+TRACKERS = {"default": {}, "model": {"template": False}, "before": {"model": False, "template": False}}
+
+
+def tracking(root: Path, n: int, seed: int, duration: float = 185.0, irregularity: float = 0.0) -> pd.DataFrame:
+    """Per patient: share of valid frames within 2 px of the truth, per tracker vs static, and timings."""
+    import ceusflow.preprocess.patient as pp
+
+    store = simulate(root, n, 160, 200, 4.0, duration, seed, irregularity)
     phases = None if duration >= 180 else {"AP": (0.0, 20.0), "PP": (20.0, 40.0), "VP": (40.0, duration - 2)}
     tree = open_store(store)
     rois = tree["rois"].to_dataset().compute().to_dataframe()
     ids = pd.read_csv(f"{store}.pseudonyms.csv").set_index("pseudonym")["patient_id"]
     truth = pd.read_csv(root / "C-truth" / "frames.csv.gz")
     dual = pd.read_csv(root / "C-truth" / "patients.csv").set_index("patient_id")["dual"]
-    rows = []
-    for key in sorted(tree["patients"].children):
-        cine = tree["patients"][key].to_dataset()["intensity"]
-        plan = plan_patient(cine, rois[rois.patient == key], key=key, phases=phases)
-        (ds, on), (_, off) = (_timed(cine, plan, phases, track) for track in (True, False))
-        row = _track_row(key, ds, plan, truth[truth.patient_id == ids[key]])
-        rows.append({**row, "display": "dual" if dual[ids[key]] else "single", "track_s": on - off, "total_s": on})
+    rows, track_roi = [], pp.track_roi
+    try:
+        for key in sorted(tree["patients"].children):
+            cine = tree["patients"][key].to_dataset()["intensity"]
+            plan = plan_patient(cine, rois[rois.patient == key], key=key, phases=phases)
+            _, off = _timed(cine, plan, phases, False)
+            row: dict[str, object] = {}
+            for name, options in TRACKERS.items():
+                pp.track_roi = functools.partial(track_roi, **options)
+                ds, on = _timed(cine, plan, phases, True)
+                metrics = _track_row(key, ds, plan, truth[truth.patient_id == ids[key]])
+                if name == "default":
+                    row |= metrics
+                else:
+                    row |= {f"{name}_all": metrics["tracked_all"]}
+                row[f"{name}_track_s"] = on - off
+            rows.append({**row, "display": "dual" if dual[ids[key]] else "single", "track_s": row["default_track_s"],
+                         "total_s": off + row["default_track_s"]})
+    finally:
+        pp.track_roi = track_roi
     return pd.DataFrame(rows)
 
 
@@ -191,13 +217,13 @@ def _track_row(key: str, ds: xr.Dataset, plan, truth: pd.DataFrame) -> dict[str,
 def tracking_summary(tr: pd.DataFrame) -> pd.DataFrame:
     """Frame-weighted shares per display type and overall."""
     w = tr.assign(pre_ok=tr.tracked_pre_arrival.fillna(0) * tr.pre_arrival, post=tr.frames - tr.pre_arrival)
-    cols = ["tracked_all", "static_all"]
+    cols = ["tracked_all", "model_all", "before_all", "static_all"]
     def agg(g: pd.DataFrame) -> pd.Series:
         out = {c: np.average(g[c], weights=g.frames) for c in cols}
         out |= {c: np.average(g[c], weights=g.post) for c in ("tracked_after_arrival", "static_after_arrival")}
         pre = g.pre_ok.sum() / g.pre_arrival.sum() if g.pre_arrival.sum() else np.nan
         out |= {"tracked_pre_arrival": pre, "frames": g.frames.sum(),
-                "track_s_per_patient": g.track_s.mean()}
+                **{f"{k}_s_per_patient": g[f"{k}_track_s"].mean() for k in TRACKERS}}
         return pd.Series(out)
     return pd.concat({**{d: agg(g) for d, g in w.groupby("display")}, "all": agg(w)}, axis=1).T
 
@@ -214,6 +240,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["tracking", "workers", "rss"], help="run one section only")
     ap.add_argument("--track-patients", type=int, default=6)
     ap.add_argument("--track-seconds", type=float, default=185.0)
+    ap.add_argument("--track-seed", type=int, default=3)
+    ap.add_argument("--irregularity", type=float, default=0.0, help="breathing rate/amplitude SD (relative)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ceusflow-bench-pp-"))
     try:
@@ -247,8 +275,9 @@ def main() -> None:
 
 
 def _print_tracking(root: Path, args: argparse.Namespace) -> None:
-    tr = tracking(root / "t", args.track_patients, 3, args.track_seconds)
-    print(f"\n## tracking, {args.track_patients} patients x {args.track_seconds:g} s "
+    tr = tracking(root / "t", args.track_patients, args.track_seed, args.track_seconds, args.irregularity)
+    print(f"\n## tracking, {args.track_patients} patients x {args.track_seconds:g} s, seed {args.track_seed}, "
+          f"breathing irregularity {args.irregularity:g} "
           "(share of valid frames with |error| <= 2 px; track_s = time with - without tracking)\n",
           tr.round(3).to_string(index=False))
     print("\n", tracking_summary(tr).round(3).to_string())

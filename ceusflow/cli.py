@@ -105,7 +105,8 @@ def convert(
     scheduler: Annotated[str | None, typer.Option(help="Address of a dask.distributed scheduler.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail if any input is skipped or flagged.")] = False,
     max_fps: Annotated[float | None, typer.Option(help="Store at most this many frames per second.")] = None,
-    codec: Annotated[str, typer.Option(help="lz4 (faster conversion) | zstd (15-33 % smaller store) | none (fastest, 2-3x the disk).")] = "lz4",
+    codec: Annotated[str, typer.Option(
+        help="lz4 (faster conversion) | zstd (15-33 % smaller store) | none (fastest, 2-3x the disk).")] = "lz4",
 ) -> None:
     """Convert DICOM cines + clinical table into one de-identified, chunked Zarr store (resumable)."""
     from ceusflow.convert import convert_cohort

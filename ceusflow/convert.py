@@ -136,7 +136,8 @@ def convert_cohort(
         Keep at most this many frames per second (greedy on frame times); None keeps all.
     codec : {"zstd", "lz4", "none"}
         Lossless Blosc codec of the cines: zstd stores 15-30 % fewer bytes, lz4 converts faster,
-        none stores the frames uncompressed (fastest, 2-3x the bytes of lz4; ``docs/store.md``). Patients already in the store keep theirs.
+        none stores the frames uncompressed (fastest, 2-3x the bytes of lz4; ``docs/store.md``).
+        Patients already in the store keep theirs.
     progress : bool
         Show a progress bar (patients, frames/s, MB/s) and the problem lines on the terminal.
     secret : path-like, optional

@@ -276,9 +276,12 @@ def _all_zero(frame: np.ndarray) -> bool:
     return not flat[::997].any() and not flat.any()
 
 
-def _shard_encoder(array: zarr.Array) -> Any:
-    """A function writing shard ``i`` from its frames with numcodecs, or None for other layouts."""
-    from numcodecs import CRC32C
+def _direct_inner_codecs(array: zarr.Array) -> Any:
+    """The inner codecs (bytes[, Blosc]) of a cine-layout array the direct writer handles, else None.
+
+    The layout: 8-bit, sharded along the first axis with one frame per chunk, shard index at the
+    end with bytes + CRC32C.
+    """
     from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 
     codecs = array.metadata.codecs
@@ -286,13 +289,20 @@ def _shard_encoder(array: zarr.Array) -> Any:
     if sharding is None:
         return None
     inner, index = sharding.codecs, sharding.index_codecs
-    if not (str(sharding.index_location.value) == "end" and array.dtype.itemsize == 1
-            and 1 <= len(inner) <= 2 and isinstance(inner[0], BytesCodec)
-            and (len(inner) == 1 or isinstance(inner[1], BloscCodec))
-            and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
-            and sharding.chunk_shape[0] == 1 and tuple(sharding.chunk_shape[1:]) == array.shape[1:]):
-        return None
-    if local_chunk_file(array, 0) is None:
+    ok = (str(sharding.index_location.value) == "end" and array.dtype.itemsize == 1
+          and 1 <= len(inner) <= 2 and isinstance(inner[0], BytesCodec)
+          and (len(inner) == 1 or isinstance(inner[1], BloscCodec))
+          and len(index) == 2 and isinstance(index[0], BytesCodec) and isinstance(index[1], Crc32cCodec)
+          and sharding.chunk_shape[0] == 1 and tuple(sharding.chunk_shape[1:]) == array.shape[1:])
+    return inner if ok else None
+
+
+def _shard_encoder(array: zarr.Array) -> Any:
+    """A function writing shard ``i`` from its frames with numcodecs, or None for other layouts."""
+    from numcodecs import CRC32C
+
+    inner = _direct_inner_codecs(array)
+    if inner is None or local_chunk_file(array, 0) is None:
         return None
     codec = numcodecs_blosc(inner[1]) if len(inner) == 2 else None  # None: stored as they are
     crc, per_shard, empty = CRC32C(), array.shards[0], array.fill_value == 0

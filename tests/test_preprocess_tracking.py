@@ -13,7 +13,7 @@ from scipy import ndimage
 from ceusflow import SimulationConfig, write_synthetic_export
 from ceusflow.convert import convert_cohort
 from ceusflow.preprocess.patient import patient_rois, plan_patient
-from ceusflow.preprocess.track import _fill, phase_shift, twin_offset
+from ceusflow.preprocess.track import _fill, breathing_fit, breathing_frequency, phase_shift, twin_offset
 from ceusflow.store import open_store
 
 PHASES = {"AP": (0.0, 20.0), "PP": (20.0, 40.0), "VP": (40.0, 55.0)}
@@ -73,12 +73,13 @@ def test_dual_display_is_tracked_from_the_first_frame_on_the_b_mode_panel(tracke
     assert dual.tracked_err.median() < 1.0  # (this exam barely moves: static would pass too)
 
 
-def test_before_the_bolus_a_single_display_holds_the_breathing_centre(tracked):
+def test_before_the_bolus_a_single_display_is_filled_from_the_breathing_that_follows(tracked):
     single = tracked[~tracked.dual]
     pre = single[~single.enhanced]
     assert 0 < len(pre) < 0.45 * len(single) and pre.t.max() < 25.0
     assert not pre.measured.any()  # nothing to register in a dark contrast panel
-    # Holding the breathing centre bounds the error by the amplitude (not twice it).
+    # The breathing model's extrapolation (or the centre hold, which bounds the error by the
+    # amplitude) beats the static box.
     assert pre.tracked_err.median() < pre.static_err.median()
     assert (single.tracked_err <= 2).mean() >= 0.75
 
@@ -108,7 +109,7 @@ def test_twin_offset_finds_the_b_mode_panel_beside_the_contrast_panel():
     assert twin_offset((0.0, 0.0, 200.0, 160.0), 200) is None
 
 
-def test_fill_smooths_breathing_and_holds_the_centre_where_nothing_is_measured():
+def test_without_the_model_fill_smooths_breathing_and_holds_the_centre_where_nothing_is_measured():
     n, fps = 80, 2.0
     t = np.arange(n) / fps
     truth = np.c_[3 * np.sin(2 * np.pi * t / 4.5), 0.5 * np.sin(2 * np.pi * t / 4.5)]
@@ -117,10 +118,78 @@ def test_fill_smooths_breathing_and_holds_the_centre_where_nothing_is_measured()
     anchor = np.full(n, 40)
     truth -= truth[40]  # measured relative to the anchor frame
     raw[:, :2] = truth + rng.normal(0, 0.4, (n, 2))
-    out = _fill(raw, np.ones(n, bool), anchor, min_score=0.08, fps=fps)
+    out = _fill(raw, np.ones(n, bool), anchor, min_score=0.08, fps=fps, model=False)
     late = t >= 14
     assert np.sqrt(np.mean((out[late, :2] - truth[late]) ** 2)) < 0.4  # smoothing beats the 0.4 px noise x sqrt2
     assert not out[t < 10, 3].any() and out[late, 3].all()
     early = out[t < 10, :2]
     assert np.allclose(early, early[0]) and abs(early[0, 0] - np.median(truth[late][:16, 0])) < 0.6
     assert np.all(out[40, :2] == 0)  # the anchor (manual box) is kept
+
+
+def _breathing_raw(truth: np.ndarray, t: np.ndarray, anchor: int, rng: np.random.Generator, *,
+                   noise: float = 0.4, anchor_error: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """What ``_measure`` gives: motion since the anchor frame, seen through the anchor's own error."""
+    raw = np.c_[truth - truth[anchor] - np.asarray(anchor_error) + rng.normal(0, noise, truth.shape),
+                np.full(t.size, 0.5), np.where(t < 12, 10.0, 100.0)]  # no contrast before 12 s
+    raw[anchor, :2] = 0.0  # the anchor registered to itself
+    return raw
+
+
+def test_breathing_model_extrapolates_regular_breathing_and_removes_the_anchor_frames_error():
+    fps, anchor = 2.0, 60
+    t = np.arange(240) / fps
+    truth = np.c_[3 * np.sin(2 * np.pi * t / 4.3 + 1), 0.75 * np.sin(2 * np.pi * t / 4.3 + 1)]
+    motion = truth - truth[anchor]
+    raw = _breathing_raw(truth, t, anchor, np.random.default_rng(1), anchor_error=(0.9, -0.6))
+    ok, anchors = np.ones(t.size, bool), np.full(t.size, anchor)
+    out = _fill(raw, ok, anchors, min_score=0.08, fps=fps)
+    old = _fill(raw, ok, anchors, min_score=0.08, fps=fps, model=False)
+    late, early = t >= 14, t < 12
+
+    def rms(a: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(np.sum(a**2, axis=1))))
+
+    assert rms(out[late, :2] - motion[late]) < 0.3  # the anchor's 1.1 px error is gone, noise averaged
+    assert rms(old[late, :2] - motion[late]) > 1.0  # the short smoother keeps it
+    assert rms(out[early, :2] - motion[early]) < 0.5  # pre-contrast: the breathing carried back
+    assert rms(old[early, :2] - motion[early]) > 1.5  # the centre hold: about the amplitude
+    assert np.all(out[anchor, :2] == 0) and not out[early, 3].any()
+
+
+def test_breathing_model_gives_way_where_the_motion_is_not_periodic():
+    fps, anchor = 2.0, 60
+    t = np.arange(240) / fps
+    rng = np.random.default_rng(2)
+    truth = ndimage.gaussian_filter1d(np.cumsum(rng.normal(0, 0.8, (t.size, 2)), axis=0), 2.0, axis=0)
+    raw = _breathing_raw(truth, t, anchor, rng, noise=0.2)
+    ok, anchors = np.ones(t.size, bool), np.full(t.size, anchor)
+    assert breathing_frequency([(t[t >= 12], raw[t >= 12, :2])]) is None
+    np.testing.assert_array_equal(_fill(raw, ok, anchors, min_score=0.08, fps=fps),
+                                  _fill(raw, ok, anchors, min_score=0.08, fps=fps, model=False))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.floats(3.0, 6.5), st.floats(0.0, 2 * np.pi), st.floats(1.0, 5.0), st.integers(0, 2**16))
+def test_breathing_frequency_finds_the_period_through_noise_and_gaps(period, phase, amp, seed):
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for start in (10.0, 70.0, 120.0):  # three clips with gaps between them, dropped frames inside
+        t = np.arange(start, start + 40.0, 0.5)
+        t = t[rng.random(t.size) > 0.15]
+        v = np.c_[amp * np.sin(2 * np.pi * t / period + phase), 0.3 * amp * np.sin(2 * np.pi * t / period + phase)]
+        pieces.append((t, v + 0.02 * (t - start)[:, None] + rng.normal(0, 0.4, v.shape)))
+    omega = breathing_frequency(pieces)
+    assert omega is not None and 2 * np.pi / omega == pytest.approx(period, rel=0.01)
+
+
+def test_breathing_fit_ignores_false_correlation_peaks():
+    rng = np.random.default_rng(3)
+    t = np.arange(0, 60, 0.5)
+    truth = np.c_[2.5 * np.sin(2 * np.pi * t / 4.8), 0.6 * np.sin(2 * np.pi * t / 4.8)]
+    measured = truth + rng.normal(0, 0.3, truth.shape)
+    wrong = rng.random(t.size) < 0.12
+    measured[wrong] += rng.choice([-1, 1], (wrong.sum(), 2)) * 6.0  # confident but wrong
+    fit = breathing_fit(t, measured, t, 2 * np.pi / 4.8)
+    assert np.sqrt(np.mean(np.sum((fit - truth) ** 2, axis=1))) < 0.35
+    assert np.abs(fit - truth)[wrong].max() < 1.0

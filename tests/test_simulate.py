@@ -165,3 +165,33 @@ def test_latent_traits_are_visible_in_pixels() -> None:
 def test_summary_reports_oracle(cohort) -> None:
     summary = json.loads((cohort.truth_dir / "summary.json").read_text())["oracle"]
     assert {"oracle_c_RFA", "oracle_c_SR", "event_rate", "swap_share", "median_follow_up_months"} <= set(summary)
+
+
+def _cycles(breath: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Periods (s) and peak amplitudes of a breathing trace, cycle by cycle (upward zero crossings)."""
+    up = np.flatnonzero((breath[:-1] < 0) & (breath[1:] >= 0))
+    return np.diff(t[up]), np.array([breath[a:b].max() for a, b in zip(up[:-1], up[1:], strict=True)])
+
+
+def test_breathing_irregularity_wanders_rate_and_amplitude_and_changes_nothing_else():
+    from dataclasses import asdict
+
+    from ceusflow.simulate.scene import breathing_mm
+
+    row = simulate_patients(1, np.random.default_rng(5)).iloc[0]
+    regular = make_scene(row, np.random.default_rng(6), image_size=(96, 120), fps=2.0, duration_s=180.0)
+    wandering = make_scene(row, np.random.default_rng(6), image_size=(96, 120), fps=2.0, duration_s=180.0,
+                           breathing_irregularity=0.15)
+    assert {k: v for k, v in asdict(wandering).items() if k != "breathing_irregularity"} == {
+        k: v for k, v in asdict(regular).items() if k != "breathing_irregularity"}  # same draws
+    t = np.arange(0.0, 180.0, 0.02)
+    amp, period, phase = regular.breathing
+    np.testing.assert_allclose(breathing_mm(regular, t), amp * np.sin(2 * np.pi * t / period + phase))
+    periods, peaks = _cycles(breathing_mm(wandering, t), t)
+    assert periods.mean() == pytest.approx(period, rel=0.05)
+    assert 0.04 < periods.std() / periods.mean() < 0.25  # breath-to-breath variability of adults at rest
+    assert 0.05 < peaks.std() / peaks.mean() < 0.3
+    np.testing.assert_array_equal(breathing_mm(wandering, t), breathing_mm(wandering, t.copy()))
+    np.testing.assert_allclose(displacement_mm(wandering, t[:50], 0)[:, 0] - displacement_mm(wandering, t[:50], 0,
+                                                                                            breathing=False)[:, 0],
+                               breathing_mm(wandering, t[:50]))

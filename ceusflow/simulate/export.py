@@ -55,6 +55,10 @@ class SimulationConfig:
     messy : bool
         Inject the problems real exports have (junk files, snapshots, a truncated clip,
         duplicated/missing clinical rows, a non-numeric value), listed in ``issues.csv``.
+    breathing_irregularity : float
+        Standard deviation of the breathing rate and amplitude relative to their means; 0 (the
+        default) breathes like a metronome. ``benchmarks/preprocess.py --only tracking`` measures
+        the tracker with both.
     """
 
     n_patients: int = 32
@@ -63,6 +67,7 @@ class SimulationConfig:
     image_size: tuple[int, int] = (128, 160)
     seed: int = 0
     messy: bool = True
+    breathing_irregularity: float = 0.0
 
 
 @dataclass
@@ -202,7 +207,8 @@ def _simulate_one(job: tuple) -> tuple[Identity, Scene, list[dict[str, float]], 
     rng = np.random.default_rng(seed)
     ident = _identity(i, rng, day, str(row["sex"]))
     scene = make_scene(row, rng, image_size=config.image_size, fps=config.fps,
-                       duration_s=config.duration_s, index=i)
+                       duration_s=config.duration_s, index=i,
+                       breathing_irregularity=config.breathing_irregularity)
     rows, frame_truth, written = [], None, 0
     if plan.get("no_images") != i:
         written = _write_patient(root, ident, scene, rng, 0 if plan.get("truncated") == i else None)

@@ -44,6 +44,7 @@ class Scene:
     pixel_format: str
     timing_mode: str
     vendor: int
+    breathing_irregularity: float = 0.0
 
 
 def clip_schedule(split: bool, duration_s: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -99,7 +100,7 @@ def _dropped(starts: tuple[float, ...], lengths: tuple[float, ...], fps: float,
 
 
 def make_scene(row: pd.Series, rng: np.random.Generator, *, image_size: tuple[int, int],
-               fps: float, duration_s: float, index: int = 0) -> Scene:
+               fps: float, duration_s: float, index: int = 0, breathing_irregularity: float = 0.0) -> Scene:
     """Draw one patient's scene from their latent traits and acquisition settings.
 
     Parameters
@@ -117,6 +118,9 @@ def make_scene(row: pd.Series, rng: np.random.Generator, *, image_size: tuple[in
         Nominal frame rate.
     duration_s : float
         Exam length in s after injection.
+    breathing_irregularity : float
+        Standard deviation of the breathing rate and amplitude relative to their means (0: a
+        perfectly regular breather; :func:`breathing_mm`).
 
     Returns
     -------
@@ -150,7 +154,7 @@ def make_scene(row: pd.Series, rng: np.random.Generator, *, image_size: tuple[in
                               for i in range(len(starts))),
         fps=fps_patient, dropped=_dropped(starts, lengths, fps_patient, rng),
         pixel_format=PIXEL_FORMATS[index % len(PIXEL_FORMATS)], timing_mode=timing_mode,
-        vendor=(index // 2) % 2,
+        vendor=(index // 2) % 2, breathing_irregularity=float(breathing_irregularity),
     )
 
 
@@ -161,13 +165,35 @@ def displacement_mm(scene: Scene, t: np.ndarray, clip: int, *, breathing: bool =
     -------
     ndarray (len(t), 2)
     """
-    amp, period, phase = scene.breathing
-    amp = amp if breathing else 0.0
-    breath = amp * np.sin(2 * np.pi * np.asarray(t) / period + phase)
+    breath = breathing_mm(scene, np.asarray(t, dtype=float)) if breathing else 0.0 * np.asarray(t, dtype=float)
     off = scene.clip_offsets_mm[clip]
     dy = breath + scene.drift_mm_per_s[0] * t + off[0]
     dx = 0.25 * breath + scene.drift_mm_per_s[1] * t + off[1]
     return np.stack([dy, dx], axis=-1)
+
+
+def breathing_mm(scene: Scene, t: np.ndarray) -> np.ndarray:
+    """Craniocaudal breathing displacement (mm) at exam times ``t`` (s).
+
+    Regular (``breathing_irregularity`` 0): ``amp sin(2 pi t / period + phase)``. Otherwise the
+    rate and the amplitude wander: each is its mean times ``1 + irregularity g(t)``, with ``g`` a
+    sum of three sinusoids of unit standard deviation and periods of 8-40 s (from breath to breath
+    to slow changes of rhythm), drawn from a generator seeded by the scene's own phase, so the
+    motion is a closed-form function of time (the same in every render block and clip) and the
+    scene's other draws are unchanged.
+    """
+    amp, period, phase = scene.breathing
+    irregular = scene.breathing_irregularity
+    if irregular <= 0:
+        return amp * np.sin(2 * np.pi * t / period + phase)
+    rng = np.random.default_rng(int(phase * 1e9))
+    nu = rng.uniform(1 / 40, 1 / 8, size=(2, 3))  # Hz: rate, amplitude
+    psi = rng.uniform(0, 2 * np.pi, size=(2, 3))
+    c = irregular * np.sqrt(2 / 3)  # three unit sinusoids: standard deviation sqrt(3/2)
+    tt = t[..., None]
+    wander = -np.sum(np.cos(2 * np.pi * nu[0] * tt + psi[0]) / (2 * np.pi * nu[0]), axis=-1)  # integral of g
+    angle = 2 * np.pi / period * (t + c * wander) + phase
+    return amp * (1 + c * np.sum(np.sin(2 * np.pi * nu[1] * tt + psi[1]), axis=-1)) * np.sin(angle)
 
 
 def frame_times(scene: Scene, clip: int) -> np.ndarray:
