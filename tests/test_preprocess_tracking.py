@@ -13,7 +13,15 @@ from scipy import ndimage
 from ceusflow import SimulationConfig, write_synthetic_export
 from ceusflow.convert import convert_cohort
 from ceusflow.preprocess.patient import patient_rois, plan_patient
-from ceusflow.preprocess.track import _fill, breathing_fit, breathing_frequency, phase_shift, twin_offset
+from ceusflow.preprocess.track import (
+    _fill,
+    _fuse,
+    breathing_fit,
+    breathing_frequency,
+    phase_shift,
+    template_shift,
+    twin_offset,
+)
 from ceusflow.store import open_store
 
 PHASES = {"AP": (0.0, 20.0), "PP": (20.0, 40.0), "VP": (40.0, 55.0)}
@@ -193,3 +201,55 @@ def test_breathing_fit_ignores_false_correlation_peaks():
     fit = breathing_fit(t, measured, t, 2 * np.pi / 4.8)
     assert np.sqrt(np.mean(np.sum((fit - truth) ** 2, axis=1))) < 0.35
     assert np.abs(fit - truth)[wrong].max() < 1.0
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(st.integers(-6, 6), st.integers(-6, 6), st.integers(0, 2**16))
+def test_template_shift_recovers_a_known_shift(dy, dx, seed):
+    field = 100 + 400 * _blob_field(np.random.default_rng(seed), (96, 96))
+    moved = np.roll(np.roll(field, dy, axis=0), dx, axis=1)  # the template moves over the frame: no taper bias
+    got = template_shift(field[24:72, 24:72], moved[16:80, 16:80], (8, 8), sigma_px=(1.0, 1.0))
+    assert got[0] == pytest.approx(dy, abs=0.1) and got[1] == pytest.approx(dx, abs=0.1)
+    assert got[2] > 0.95
+
+
+def test_template_shift_is_pulled_less_by_the_static_edge_of_the_sector(monkeypatch):
+    import ceusflow.preprocess.track as track
+
+    def errors() -> np.ndarray:
+        out = []
+        for seed in range(12):
+            field = 100 + 400 * _blob_field(np.random.default_rng(seed), (96, 96))
+            for dy, dx in ((0, -2), (3, 4), (-5, 1)):
+                moved = np.roll(np.roll(field, dy, axis=0), dx, axis=1)
+                ref, moved = field.copy(), moved.copy()
+                ref[:, :30] = moved[:, :30] = 0  # black outside the sector, fixed to the probe
+                got = template_shift(ref[24:72, 24:72], moved[16:80, 16:80], (8, 8), sigma_px=(1.0, 1.0))
+                out.append(np.hypot(got[0] - dy, got[1] - dx))
+        return np.array(out)
+
+    flattened = errors()
+    monkeypatch.setattr(track, "_flatten_outside", lambda image: np.asarray(image, dtype=np.float64))
+    black = errors()
+    assert flattened.max() < 0.6 * black.max() and np.median(flattened) < np.median(black)
+
+
+def test_fusion_takes_the_channel_that_predicts_itself_and_averages_where_they_agree():
+    fps, n = 2.0, 200
+    t = np.arange(n) / fps
+    rng = np.random.default_rng(4)
+    truth = np.c_[3 * np.sin(2 * np.pi * t / 4.6), 0.8 * np.sin(2 * np.pi * t / 4.6)]
+    steady = truth + rng.normal(0, 0.3, truth.shape)
+    locked = steady.copy()
+    wrong = (t > 40) & (t < 70)  # a channel locked on wrong peaks for 30 s
+    locked[wrong] = rng.uniform(-6, 6, (wrong.sum(), 2))
+    good = np.ones(n, bool)
+    anchor, clips = np.zeros(n, int), np.zeros(n, int)
+    for first, second in ((locked, steady), (steady, locked)):
+        out, ok = _fuse([first, second], [good, good], anchor, clips, fps, model=True)
+        assert ok.all()
+        apart = wrong & (np.hypot(*(locked - steady).T) > 1.5)  # AGREE_PX
+        assert apart.sum() > 40
+        np.testing.assert_allclose(out[apart], steady[apart])  # the locked channel disagrees and loses
+        same = ~wrong & (np.hypot(*(first - second).T) < 1e-9)
+        np.testing.assert_allclose(out[same], steady[same])  # agreeing channels: their (equal) mean
