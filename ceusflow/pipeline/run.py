@@ -28,6 +28,9 @@ from ceusflow.preprocess.tic import CONTRAST_BIN_S, contrast_table
 Log = Callable[[str], None]
 #: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
 REPORT_VERSION = 6
+#: Bumped when preprocessing's outputs change for the same configuration (2: the session-10 tracker,
+#: breathing model and template channel), so older results folders are preprocessed again.
+PREPROCESS_VERSION = 2
 #: TIC parameters of the handcrafted baseline (``fit_r2`` is a fit diagnostic, not a perfusion feature).
 BASELINE_TIC = ("peak_enhancement", "time_to_peak", "rise_time", "wash_in_slope", "auc", "mtt", "washout_60",
                 "washout_120", "washout_180")
@@ -276,7 +279,8 @@ def run_study(cohort: str | Path, results: str | Path, config: StudyConfig | Non
     k = ctx.keys
     plan: list[tuple[str, Callable[[], str], Callable[[], dict[str, Any]]]] = [
         ("convert", lambda: digest(tree_fingerprint(cohort), config.convert), lambda: _convert(ctx)),
-        ("preprocess", lambda: digest(k["convert"], config.preprocess), lambda: _preprocess(ctx)),
+        ("preprocess", lambda: digest(k["convert"], config.preprocess, PREPROCESS_VERSION),
+         lambda: _preprocess(ctx)),
         ("split", lambda: digest(k["preprocess"], config.split, config.seed), lambda: _split(ctx)),
         ("train R-RFA", lambda: digest(k["split"], config.train, config.seed, "RFA", profile_architectures()),
          lambda: _train(ctx, "RFA")),

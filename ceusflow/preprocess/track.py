@@ -168,22 +168,38 @@ def template_shift(ref: np.ndarray, search: np.ndarray, origin: tuple[int, int],
     score : float
         Peak normalised correlation (1 = identical up to gain and offset).
     """
-    t = ndimage.gaussian_filter(_flatten_outside(ref), sigma_px)
-    img = ndimage.gaussian_filter(_flatten_outside(search), sigma_px)
-    # Hann-weighted correlation: the ROI's centre counts, the patch's border (where static things
-    # such as the sector's edge sit) fades out
-    w = np.outer(signal.windows.tukey(t.shape[0] + 2, TAPER)[1:-1], signal.windows.tukey(t.shape[1] + 2, TAPER)[1:-1])
-    t = w * (t - np.sum(w * t) / w.sum())
-    norm = float(np.sqrt(np.sum(t * t / np.maximum(w, 1e-12))))
-    num = signal.fftconvolve(img, t[::-1, ::-1], mode="valid")
-    total = signal.fftconvolve(img, w[::-1, ::-1], mode="valid")
-    energy = signal.fftconvolve(img * img, w[::-1, ::-1], mode="valid")
-    spread = np.sqrt(np.maximum(energy - total * total / w.sum(), 0.0))
-    ncc = num / np.maximum(norm * spread, 1e-9)
-    iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
-    dy = iy + _parabola(ncc[:, ix], iy) - origin[0]
-    dx = ix + _parabola(ncc[iy, :], ix) - origin[1]
-    return float(dy), float(dx), float(ncc[iy, ix])
+    return _Template(ref, sigma_px).match(search, origin)
+
+
+class _Template:
+    """A low-passed, tapered template and its spectra per search size (reused for every frame of an anchor)."""
+
+    def __init__(self, ref: np.ndarray, sigma_px: tuple[float, float]) -> None:
+        t = ndimage.gaussian_filter(_flatten_outside(ref), sigma_px)
+        # tapered correlation: the ROI's centre counts, the patch's border (where static things such
+        # as the sector's edge sit) fades out
+        w = np.outer(*(signal.windows.tukey(n + 2, TAPER)[1:-1] for n in t.shape))
+        self.t = w * (t - np.sum(w * t) / w.sum())
+        self.w, self.sigma_px = w, sigma_px
+        self.norm = float(np.sqrt(np.sum(self.t * self.t / np.maximum(w, 1e-12))))
+        self._spectra: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def match(self, search: np.ndarray, origin: tuple[int, int]) -> tuple[float, float, float]:
+        img = ndimage.gaussian_filter(_flatten_outside(search), self.sigma_px)
+        shape = img.shape
+        if shape not in self._spectra:  # circular correlation at the search's size: no wrap in the valid part
+            self._spectra[shape] = tuple(np.conj(np.fft.rfft2(a, s=shape)) for a in (self.t, self.w))
+        f_t, f_w = self._spectra[shape]
+        f_img, f_sq = np.fft.rfft2(img), np.fft.rfft2(img * img)
+        valid = (slice(0, shape[0] - self.t.shape[0] + 1), slice(0, shape[1] - self.t.shape[1] + 1))
+        num, total, energy = (np.fft.irfft2(a * b, s=shape)[valid] for a, b in ((f_img, f_t), (f_img, f_w),
+                                                                               (f_sq, f_w)))
+        spread = np.sqrt(np.maximum(energy - total * total / self.w.sum(), 0.0))
+        ncc = num / np.maximum(self.norm * spread, 1e-9)
+        iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+        dy = iy + _parabola(ncc[:, ix], iy) - origin[0]
+        dx = ix + _parabola(ncc[iy, :], ix) - origin[1]
+        return float(dy), float(dx), float(ncc[iy, ix])
 
 
 def _flatten_outside(image: np.ndarray) -> np.ndarray:
@@ -194,7 +210,10 @@ def _flatten_outside(image: np.ndarray) -> np.ndarray:
     inside the sector is rarely 0 over so many pixels).
     """
     img = np.asarray(image, dtype=np.float64)
-    outside = ndimage.uniform_filter((img == 0).astype(np.float64), 5) > 0.8
+    zero = img == 0
+    if np.count_nonzero(zero) < 0.02 * img.size:  # inside the sector, or nearly: nothing to flatten
+        return img
+    outside = ndimage.uniform_filter(zero.astype(np.float64), 5) > 0.8
     if not outside.any() or outside.all():
         return img
     out = img.copy()
@@ -309,13 +328,17 @@ def _track_block(frames: np.ndarray, refs: np.ndarray, boxes: np.ndarray, *, max
     out = np.empty((frames.shape[0], 4))
     rows, cols = frames.shape[1:]
     ry, rx = (int(np.floor(m)) for m in max_shift_px)
+    templates: dict[tuple[int, ...], _Template] = {}
     for i, (frame, ref, box) in enumerate(zip(frames, refs, boxes, strict=True)):
         x0, y0, x1, y1 = (int(v) for v in box)
         patch = frame[y0:y1, x0:x1]
         if method == "template":
             sy0, sx0 = max(y0 - ry, 0), max(x0 - rx, 0)
             search = frame[sy0:min(y1 + ry, rows), sx0:min(x1 + rx, cols)]
-            out[i, :3] = template_shift(ref[y0:y1, x0:x1], search, (y0 - sy0, x0 - sx0), sigma_px=sigma_px)
+            key = (x0, y0, x1, y1, hash(ref[y0:y1, x0:x1].tobytes()))  # one template per anchor frame
+            if key not in templates:
+                templates[key] = _Template(ref[y0:y1, x0:x1], sigma_px)
+            out[i, :3] = templates[key].match(search, (y0 - sy0, x0 - sx0))
         else:
             out[i, :3] = phase_shift(ref[y0:y1, x0:x1], patch, max_shift_px=max_shift_px, sigma_px=sigma_px,
                                      whiten=method == "phase")
@@ -585,35 +608,35 @@ def breathing_fit(t: np.ndarray, values: np.ndarray, at: np.ndarray, omega: floa
 
 def _local_fit(t: np.ndarray, values: np.ndarray, weights: np.ndarray, at: np.ndarray, omega: float | None,
                half_s: float, degree: int, extrapolate_s: float, *, leave_out: bool = False) -> np.ndarray:
+    """All the local weighted least-squares fits of :func:`breathing_fit` at once (batched normal equations)."""
     first, last = float(t.min()), float(t.max())
     span_half = min(half_s, 0.5 * (last - first))
-    out = np.empty((at.size, 2))
-    for i, when in enumerate(at):
-        centre = float(np.clip(when, first + span_half, last - span_half))
-        if abs(when - centre) > extrapolate_s:
-            when = centre
-        u = t - centre
-        w = weights * np.clip(1 - np.abs(u / half_s) ** 3, 0, None) ** 3
-        if leave_out:
-            w = w.copy()
-            w[i] = 0.0
-        design = _design(u, omega, degree)
-        if np.count_nonzero(w > 0) < design.shape[1] + 2:
-            design = design[:, :1]
-        sw = np.sqrt(w)[:, None]
-        coef = np.linalg.lstsq(design * sw, values * sw, rcond=None)[0]
-        v = when - centre
-        row = _design(np.array([v]), omega, degree)[0]
-        if omega is not None:
-            row[1] = np.clip(v, -half_s, half_s)  # drift held at the window's edge
-        out[i] = row[:design.shape[1]] @ coef
-    return out
+    centre = np.clip(at, first + span_half, last - span_half)
+    when = np.where(np.abs(at - centre) > extrapolate_s, centre, at)
+    u = t[None, :] - centre[:, None]
+    w = weights[None, :] * np.clip(1 - np.abs(u / half_s) ** 3, 0, None) ** 3
+    if leave_out:
+        w[np.arange(at.size), np.arange(at.size)] = 0.0
+    design = _design(u, omega, degree)
+    weighted = design * w[..., None]
+    normal = np.einsum("mnp,mnq->mpq", weighted, design)
+    rhs = np.einsum("mnp,nk->mpk", weighted, values)
+    coef = np.linalg.pinv(normal, rcond=1e-10) @ rhs
+    lag = when - centre
+    row = _design(lag, omega, degree)
+    if omega is not None:
+        row[:, 1] = np.clip(lag, -half_s, half_s)  # drift held at the window's edge
+    out = np.einsum("mp,mpk->mk", row, coef)
+    total = w.sum(axis=1)
+    few = np.count_nonzero(w > 0, axis=1) < design.shape[-1] + 2  # too few for the model: the local mean
+    mean = (w @ values) / np.where(total > 0, total, 1.0)[:, None]
+    return np.where(few[:, None], mean, out)
 
 
 def _design(u: np.ndarray, omega: float | None, degree: int) -> np.ndarray:
     if omega is None:
-        return np.stack([u**k for k in range(degree + 1)], axis=1)
-    return np.stack([np.ones_like(u), u, np.sin(omega * u), np.cos(omega * u)], axis=1)
+        return np.stack([u**k for k in range(degree + 1)], axis=-1)
+    return np.stack([np.ones_like(u), u, np.sin(omega * u), np.cos(omega * u)], axis=-1)
 
 
 def _modelled(seg: np.ndarray, use: np.ndarray, a: int, measured: np.ndarray, clips: np.ndarray, fps: float,
