@@ -693,7 +693,7 @@ def _extrapolation_wins(t: np.ndarray, values: np.ndarray, at: np.ndarray, omega
         span = min(gap, EXTRAPOLATE_S)
         test = t < t.min() + span if side < 0 else t > t.max() - span
         train = ~test
-        if train.sum() < 2 * LOCAL_S * 2 or test.sum() < 4:  # ~2 windows of 2 fps to fit on
+        if train.sum() < MIN_FIT_POINTS or np.ptp(t[train]) < 2 * LOCAL_S or test.sum() < 4:  # 2 windows to fit
             continue
         model = breathing_fit(t[train], values[train], t[test], omega)
         edge = t[train] <= t[train].min() + CENTRE_S if side < 0 else t[train] >= t[train].max() - CENTRE_S
