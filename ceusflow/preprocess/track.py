@@ -436,11 +436,8 @@ def _fuse(values: list[np.ndarray], goods: list[np.ndarray], anchor: np.ndarray,
                 for m in _pieces(g & seg & (np.arange(n) != a), anchor, clips):
                     if m.sum() < MIN_FIT_POINTS:
                         continue
-                    opts = {"omega": omega} if omega is not None else {"omega": None, "half_s": LOCAL_POLY_S,
-                                                                        "degree": 2}
-                    loo = breathing_fit(t[m], v[m], t[m], leave_out=True, **opts)
                     pts.append(t[m])
-                    errs.append(np.sum((v[m] - loo) ** 2, axis=1))
+                    errs.append(_loo_errors(t[m], v[m], omega))
                 if pts:
                     variance[k][seg] = _local_mean(np.concatenate(pts), np.concatenate(errs), t[seg], LOCAL_S)
     first, second = values
@@ -453,6 +450,12 @@ def _fuse(values: list[np.ndarray], goods: list[np.ndarray], anchor: np.ndarray,
     both = np.where(agree[:, None], mean, np.where(pick_second[:, None], second, first))
     out = np.where((g1 & g2)[:, None], both, np.where(g1[:, None], first, second))
     return out, g1 | g2
+
+
+def _loo_errors(t: np.ndarray, values: np.ndarray, omega: float | None) -> np.ndarray:
+    """Squared leave-one-out prediction errors of the breathing model (``omega`` None: the local quadratic)."""
+    opts = {"omega": omega} if omega is not None else {"omega": None, "half_s": LOCAL_POLY_S, "degree": 2}
+    return np.sum((values - breathing_fit(t, values, t, leave_out=True, **opts)) ** 2, axis=1)
 
 
 def _pieces(mask: np.ndarray, anchor: np.ndarray, clips: np.ndarray) -> list[np.ndarray]:
@@ -493,9 +496,8 @@ def _fill(raw: np.ndarray, ok: np.ndarray, anchor: np.ndarray, clips: np.ndarray
                               model=model)
     good &= ok | is_anchor
     disp = np.zeros_like(measured)
-    omega = breathing_frequency([(np.flatnonzero(good & ~is_anchor & (anchor == a) & (clips == c)) / fps,
-                                  measured[good & ~is_anchor & (anchor == a) & (clips == c)])
-                                 for a in np.unique(anchor) for c in np.unique(clips)]) if model else None
+    omega = breathing_frequency([(t[m] / fps, measured[m]) for m in _pieces(good & ~is_anchor, anchor, clips)]
+                                ) if model else None
     for a in np.unique(anchor):
         seg = np.flatnonzero(anchor == a)
         use = seg[good[seg]]
@@ -663,9 +665,7 @@ def _modelled(seg: np.ndarray, use: np.ndarray, a: int, measured: np.ndarray, cl
         if pts.size < MIN_FIT_POINTS:
             continue
         tp, vp = pts / fps, measured[pts]
-        loo = [np.median(np.sum((vp - breathing_fit(tp, vp, tp, leave_out=True, **o)) ** 2, axis=1))
-               for o in ({"omega": omega}, {"omega": None, "half_s": LOCAL_POLY_S, "degree": 2})]
-        if loo[0] >= loo[1]:
+        if np.median(_loo_errors(tp, vp, omega)) >= np.median(_loo_errors(tp, vp, None)):
             continue
         want = np.append(frames, a) if clips[a] == c else frames
         fit = breathing_fit(tp, vp, want / fps, omega)
