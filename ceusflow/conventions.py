@@ -32,6 +32,8 @@ COHORT_DIMS: Final = (PATIENT, PHASE, TIME, Y, X)
 
 INTENSITY: Final = "intensity"
 FRAME_OK: Final = "frame_ok"
+#: Per-frame coordinate of a cine: the index of the clip (DICOM file) the frame came from.
+CLIP: Final = "clip"
 DURATION: Final = "duration"
 EVENT: Final = "event"
 TREATMENT: Final = "treatment"

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
-from ceusflow.conventions import INTENSITY, TIME, X, Y
+from ceusflow.conventions import CLIP, INTENSITY, TIME, X, Y
 from ceusflow.errors import InputError
 from ceusflow.io.header import Clip, ClipHeader, open_clip, read_header
 from ceusflow.io.pixels import decode_block
@@ -235,7 +235,7 @@ def _assemble(
         TIME: (TIME, times, {"units": "s", "reference": reference}),
         Y: (Y, np.arange(h.rows) * dy, {"units": "mm"}),
         X: (X, np.arange(h.columns) * dx, {"units": "mm"}),
-        "clip": (TIME, np.concatenate([np.full(c.frames.size, i) for i, c in enumerate(clips)])),
+        CLIP: (TIME, np.concatenate([np.full(c.frames.size, i) for i, c in enumerate(clips)])),
         "frame": (TIME, np.concatenate([c.frames for c in clips])),
     }
     dims = (TIME, Y, X, "channel") if colour else (TIME, Y, X)

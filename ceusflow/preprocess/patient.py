@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ceusflow.conventions import FRAME_OK, INTENSITY, TIME, X, Y
+from ceusflow.conventions import CLIP, FRAME_OK, INTENSITY, TIME, X, Y
 from ceusflow.errors import InputError
 from ceusflow.preprocess.crop import crop_resize
 from ceusflow.preprocess.phases import check_phases, split_phases
@@ -170,7 +170,7 @@ def patient_rois(cine: xr.DataArray, plan: PatientPlan, *, size: int = 64,
                      "t_source": windows["t_source"].reset_coords(drop=True),
                      "roi_box": roi.astype(np.float32).reset_coords(drop=True), **motion.data_vars})
     ds["roi_box"].attrs.update(units="pixel", long_name="ROI box (tracked, expanded, clipped), whole-frame pixels")
-    ds = ds.drop_vars([c for c in ("clip", "frame") if c in ds.coords])
+    ds = ds.drop_vars([c for c in (CLIP, "frame") if c in ds.coords])
     out = split_phases(ds.set_coords(["t_source"]), phases or PHASE_WINDOWS_S, fps=plan.fps)
     out[FRAME_OK] = out[FRAME_OK].astype(bool)
     tic = tic_curves(windows, tumour, plan).rename({TIME: "exam_time"})

@@ -44,9 +44,7 @@ import numpy as np
 import xarray as xr
 from scipy import ndimage, signal
 
-from ceusflow.conventions import FRAME_OK, TIME
-
-CLIP = "clip"
+from ceusflow.conventions import CLIP, FRAME_OK, TIME
 
 AXES = ("y", "x")
 #: Search radius (mm): breathing moves the liver 1.5-4 mm (up to ~10 mm peak to peak in deep
