@@ -253,3 +253,48 @@ def test_fusion_takes_the_channel_that_predicts_itself_and_averages_where_they_a
         np.testing.assert_allclose(out[apart], steady[apart])  # the locked channel disagrees and loses
         same = ~wrong & (np.hypot(*(first - second).T) < 1e-9)
         np.testing.assert_allclose(out[same], steady[same])  # agreeing channels: their (equal) mean
+
+
+def _washing_out_tumour(n: int = 120, fps: float = 2.0, seed: int = 0):
+    """Frames of a tumour that enhances, then washes out (bright -> dark core, a constant rim) under
+    independent speckle, moving with a known breathing motion; the true displacement since frame 20."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / fps
+    phase = 2 * np.pi * (t - 10) / 4.5  # the tumour centred in the patch at the anchor (frame 20)
+    true = np.c_[3.0 * np.sin(phase), 1.5 * np.sin(phase + 0.7) - 1.5 * np.sin(0.7)]
+    yy, xx = np.mgrid[0:64, 0:64].astype(float)
+    frames = np.empty((n, 64, 64))
+    for i in range(n):
+        r = np.hypot(yy - 32 - true[i, 0], xx - 32 - true[i, 1])
+        core = np.cos(np.pi * i / (n - 1)) * np.exp(-(r / 4.0) ** 2)  # +1 (arterial) to -1 (washed out)
+        rim = 0.6 * np.exp(-(((r - 8.0) / 1.5) ** 2))
+        frames[i] = 110 + 60 * (core + rim) + 15 * ndimage.gaussian_filter(rng.standard_normal((64, 64)), 0.7)
+    return frames, true - true[20]
+
+
+def test_refinement_follows_a_tumour_that_washes_out_and_removes_a_drifting_estimate():
+    from ceusflow.preprocess.track import refine_shift
+
+    frames, motion = _washing_out_tumour()
+    n = frames.shape[0]
+    anchor, clips = np.full(n, 20), np.zeros(n, int)
+    patch = np.tile([16, 16, 48, 48], (n, 1))
+    t = np.arange(n) / 2.0
+    drift = np.c_[-2.0 * (t - 10) / 50, 3.0 * (t - 10) / 50]  # the first pass drifted 3.6 px by the end
+    estimate = motion + drift
+    args = (frames, patch, anchor, clips, np.ones(n, bool))
+    refined = refine_shift(*args, estimate, spacing_mm=(1.0, 1.0), fps=2.0)
+    err = np.hypot(*(refined[:, :2] - motion).T)
+    assert np.hypot(*drift.T).max() > 3.5
+    # bins of fewer than 3 frames are not measured; the rest keep ~0.5 px of common error (the
+    # anchor frame's own noise against its bin's mean), not the drift
+    assert np.isnan(err[:2]).all() and np.isfinite(err[2:]).all()
+    assert np.quantile(err[2:], 0.95) < 1.0, np.quantile(err[2:], [0.5, 0.95])
+    assert np.abs(refined[20, :2]).max() < 0.3  # the anchor stays where it was drawn
+    # a right estimate stays right, and frames outside `use` are not measured
+    use = np.ones(n, bool)
+    use[:4] = False
+    again = refine_shift(frames, patch, anchor, clips, use, motion, spacing_mm=(1.0, 1.0), fps=2.0)
+    assert np.isnan(again[:4]).all()
+    assert np.quantile(np.hypot(*(again[4:, :2] - motion[4:]).T), 0.95) < 1.0
+

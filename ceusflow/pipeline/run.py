@@ -29,8 +29,9 @@ Log = Callable[[str], None]
 #: Bumped when the statistics stage's outputs change (so older results folders are re-reported).
 REPORT_VERSION = 6
 #: Bumped when preprocessing's outputs change for the same configuration (2: the session-10 tracker,
-#: breathing model and template channel), so older results folders are preprocessed again.
-PREPROCESS_VERSION = 2
+#: breathing model and template channel; 3: the refinement passes against motion-compensated
+#: neighbours), so older results folders are preprocessed again.
+PREPROCESS_VERSION = 3
 #: TIC parameters of the handcrafted baseline (``fit_r2`` is a fit diagnostic, not a perfusion feature).
 BASELINE_TIC = ("peak_enhancement", "time_to_peak", "rise_time", "wash_in_slope", "auc", "mtt", "washout_60",
                 "washout_120", "washout_180")
