@@ -12,7 +12,8 @@ Simulates a small cohort (180 s cines, `--fps` frames/s, `--rows x --cols` pixel
 * 1 process vs 2 processes vs LocalCluster(n_workers=2);
 * tracking accuracy on a second simulated cohort with known motion (ground truth per frame), for
   the default tracker and, in the same run, the earlier ones (``before``: phase correlation and
-  Savitzky-Golay smoothing; ``model``: plus the breathing model), with regular breathing or, with
+  Savitzky-Golay smoothing; ``model``: plus the breathing model; ``unrefined``: plus the template
+  channel, the tracker of session 10, without refinement passes), with regular breathing or, with
   ``--irregularity``, a breathing rate and amplitude that wander;
 * total time, extrapolated to 419 patients.
 The machine is shared: the load average is printed with the numbers.
@@ -144,7 +145,8 @@ def cluster_time(store: Path, out: Path) -> float:
 
 
 #: Trackers compared in one run: ``track_roi`` options (None: the static manual box).
-TRACKERS = {"default": {}, "model": {"template": False}, "before": {"model": False, "template": False}}
+TRACKERS = {"default": {}, "unrefined": {"refine": 0}, "model": {"template": False, "refine": 0},
+            "before": {"model": False, "template": False, "refine": 0}}
 
 
 def tracking(root: Path, n: int, seed: int, duration: float = 185.0, irregularity: float = 0.0) -> pd.DataFrame:
@@ -217,7 +219,7 @@ def _track_row(key: str, ds: xr.Dataset, plan, truth: pd.DataFrame) -> dict[str,
 def tracking_summary(tr: pd.DataFrame) -> pd.DataFrame:
     """Frame-weighted shares per display type and overall."""
     w = tr.assign(pre_ok=tr.tracked_pre_arrival.fillna(0) * tr.pre_arrival, post=tr.frames - tr.pre_arrival)
-    cols = ["tracked_all", "model_all", "before_all", "static_all"]
+    cols = ["tracked_all", "unrefined_all", "model_all", "before_all", "static_all"]
     def agg(g: pd.DataFrame) -> pd.Series:
         out = {c: np.average(g[c], weights=g.frames) for c in cols}
         out |= {c: np.average(g[c], weights=g.post) for c in ("tracked_after_arrival", "static_after_arrival")}

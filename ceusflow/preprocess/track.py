@@ -47,7 +47,6 @@ Displacement is 0 at every anchor: the manual corrections are kept.
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -337,9 +336,10 @@ def track_roi(windows: xr.DataArray, patch: np.ndarray, anchor: np.ndarray, *, s
         opts = {"anchor": np.asarray(anchor, dtype=int), "patch": np.asarray(patch), "spacing_mm": (dy, dx),
                 "sigma_mm": sigma_mm, "min_score": min_score, "fps": float(fps), "model": model,
                 "bmode": bmode is not None}
-        for _ in range(int(refine)):
-            task = dask.delayed(_refined, pure=True)(whole, raw, filled, ok, clips, **opts)
-            filled = da.from_delayed(task, shape=(raw.shape[0], 4), dtype=np.float64)
+        for _ in range(int(refine)):  # blockwise, not delayed: a delayed call would re-read the windows
+            filled = da.blockwise(_refined, "tk", whole, "tyx", raw, "tc", filled, "tj", ok, "t", clips, "t",
+                                  new_axes={"k": 4}, concatenate=True, dtype=np.float64, meta=np.empty((0, 0)),
+                                  **opts)
     coords = {TIME: windows[TIME].values}
     return xr.Dataset({"displacement": ((TIME, "axis"), filled[:, :2].astype(np.float32), {"units": "pixel"}),
                        "track_score": (TIME, filled[:, 2].astype(np.float32)),
