@@ -359,19 +359,16 @@ def _track_block(frames: np.ndarray, refs: np.ndarray, boxes: np.ndarray, *, max
                  sigma_px: tuple[float, float], method: str) -> np.ndarray:
     """``method``: "phase" (:func:`phase_shift`, whitened), "plain" (unwhitened) or "template"."""
     out = np.empty((frames.shape[0], 4))
-    rows, cols = frames.shape[1:]
     ry, rx = (int(np.floor(m)) for m in max_shift_px)
     templates: dict[tuple[int, ...], _Template] = {}
     for i, (frame, ref, box) in enumerate(zip(frames, refs, boxes, strict=True)):
         x0, y0, x1, y1 = (int(v) for v in box)
         patch = frame[y0:y1, x0:x1]
         if method == "template":
-            sy0, sx0 = max(y0 - ry, 0), max(x0 - rx, 0)
-            search = frame[sy0:min(y1 + ry, rows), sx0:min(x1 + rx, cols)]
             key = (x0, y0, x1, y1, hash(ref[y0:y1, x0:x1].tobytes()))  # one template per anchor frame
             if key not in templates:
                 templates[key] = _Template(ref[y0:y1, x0:x1], sigma_px)
-            out[i, :3] = templates[key].match(search, (y0 - sy0, x0 - sx0))
+            out[i, :3] = templates[key].match(*_search_region(frame, (x0, y0, x1, y1), (ry, rx)))
         else:
             out[i, :3] = phase_shift(ref[y0:y1, x0:x1], patch, max_shift_px=max_shift_px, sigma_px=sigma_px,
                                      whiten=method == "phase")
@@ -463,9 +460,15 @@ def _match(ref: np.ndarray, img: np.ndarray, box: tuple[int, ...], radius: tuple
            sigma: tuple[float, ...]) -> tuple[float, float, float]:
     """:func:`template_shift` of ``ref``'s patch inside ``img`` around the same box, ``radius`` pixels out."""
     x0, y0, x1, y1 = box
+    return _Template(ref[y0:y1, x0:x1], sigma).match(*_search_region(img, box, radius))
+
+
+def _search_region(img: np.ndarray, box: tuple[int, ...], radius: tuple[int, ...]
+                   ) -> tuple[np.ndarray, tuple[int, int]]:
+    """The box ``(x0, y0, x1, y1)`` grown by ``radius`` (dy, dx) pixels, clipped to ``img``; the box's corner in it."""
+    x0, y0, x1, y1 = box
     sy0, sx0 = max(y0 - radius[0], 0), max(x0 - radius[1], 0)
-    search = img[sy0:min(y1 + radius[0], img.shape[0]), sx0:min(x1 + radius[1], img.shape[1])]
-    return _Template(ref[y0:y1, x0:x1], sigma).match(search, (y0 - sy0, x0 - sx0))
+    return img[sy0:min(y1 + radius[0], img.shape[0]), sx0:min(x1 + radius[1], img.shape[1])], (y0 - sy0, x0 - sx0)
 
 
 def _chain(means: dict[int, np.ndarray], box: tuple[int, ...], link: tuple[int, ...], sigma: tuple[float, ...],
